@@ -1,0 +1,124 @@
+"""The download sub-protocol: sending a game's merged replay to one watcher.
+
+``ReplayProtocol`` switches into :class:`DownloadProtocol` after ``G/…\\0``.
+The watcher gets the replay header as soon as the game knows it, then the body
+as the delay releases it. It is a push producer on its transport: when the
+socket's buffer is full the transport pauses it and it stops reading from the
+game, so a slow watcher costs a bounded buffer and slows nobody else. The bytes
+themselves live once, in the game. After the last byte the connection stays
+open a moment (``linger``) before it closes: FA may lose the end of a replay
+otherwise.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from faf_replay import metrics
+from faf_replay.game import Game
+
+log = Logger()
+
+
+@implementer(IPushProducer)
+class DownloadProtocol(Protocol):
+    def __init__(self, game: Game, name: str, peer: str, clock: IReactorTime, linger: float) -> None:
+        self.game = game
+        self.name = name
+        self.peer = peer
+        self._clock = clock
+        self._linger = linger
+        self._paused = False
+        self._header_sent = False
+        self._position = 0  # body bytes sent
+        self.sent = 0  # all bytes sent
+        self._closing: IDelayedCall | None = None
+        self._closed = False
+
+    def connectionMade(self) -> None:
+        metrics.active_connections.labels("reader").inc()
+        self.transport.registerProducer(self, True)
+        self.game_updated()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Watchers have nothing to say after their header; ignore it."""
+
+    # -- from the game --------------------------------------------------------
+
+    def game_updated(self) -> None:
+        if not self._paused and not self._closed:
+            self._send()
+
+    def close(self) -> None:
+        """Close now, whatever is left (shutdown, drain timeout)."""
+        if self._closing is not None and self._closing.active():
+            self._closing.cancel()
+        self._close()
+
+    # -- sending --------------------------------------------------------------
+
+    def _send(self) -> None:
+        game = self.game
+        if not self._header_sent:
+            if game.header is None:
+                if game.finished:
+                    self._all_sent()
+                return
+            self._write(game.header)
+            self._header_sent = True
+        while not self._paused and self._position < game.visible:
+            data = game.read(self._position, game.visible)
+            self._position += len(data)
+            self._write(data)
+        if game.finished and self._position >= game.visible:
+            self._all_sent()
+
+    def _write(self, data: bytes) -> None:
+        self.sent += len(data)
+        metrics.sent_bytes.inc(len(data))
+        self.transport.write(data)
+
+    def _all_sent(self) -> None:
+        if self._closing is None and not self._closed:
+            self._closing = self._clock.callLater(self._linger, self._close)
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    # -- IPushProducer --------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if not self._closed:
+            self._send()
+
+    def stopProducing(self) -> None:
+        self._paused = True
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        metrics.active_connections.labels("reader").dec()
+        metrics.served_connections.labels(metrics.SUCCESS).inc()
+        if self._closing is not None and self._closing.active():
+            self._closing.cancel()
+        self._closed = True
+        self.game.remove_watcher(self)
+        complete = self.game.finished and self._position >= self.game.visible
+        log.info(
+            "game {game_id}: watcher {name!r} from {peer} left after {sent} bytes ({how})",
+            game_id=self.game.game_id,
+            name=self.name,
+            peer=self.peer,
+            sent=self.sent,
+            how="whole replay sent" if complete else "before the end",
+        )

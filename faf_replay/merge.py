@@ -1,0 +1,226 @@
+"""The quorum merge: many uploads of one game become one replay (SPEC §4).
+
+Every uploader sends its own copy of the game's body. The copies agree for most
+of their length, end at different points, and may diverge. :class:`QuorumMerge`
+grows one canonical body that is always a prefix of one uploaded stream (never a
+splice of several):
+
+* Bytes are committed only when ``quorum`` streams agree on them, or when every
+  stream that could still vote already does (a single uploader, or the others
+  have left or stalled).
+* Where the streams disagree, the bigger group wins, ties going to the group
+  with the longest stream; no decision is taken while the streams still waiting
+  ("pending voters") could make another group as big. Losers are dropped for
+  good.
+* A stream that ends early and agrees so far just stops voting.
+
+Decisions are lazy: :meth:`QuorumMerge.advance` takes a limit (the delayed
+length the watchers may see), and nothing beyond it is decided, so every
+decision is taken with as much lookahead as the delay gives. Comparisons are
+cached per stream, so each byte is compared about once however often
+``advance`` runs. Pure logic, no Twisted.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+_COMPARE_STEP = 64 * 1024  # under malloc's mmap threshold: slices stay cheap
+
+
+class MergeStream(Protocol):
+    """What the merge needs to know of an upload."""
+
+    @property
+    def body(self) -> bytes | bytearray: ...
+
+    @property
+    def ended(self) -> bool:
+        """No more bytes will come."""
+        ...
+
+    @property
+    def stalled(self) -> bool:
+        """Connected but silent too long while others sent: not waited for."""
+        ...
+
+
+def common_prefix(a: bytes | bytearray, b: bytes | bytearray, start: int, end: int) -> int:
+    """The first index in ``[start, end)`` where ``a`` and ``b`` differ, or ``end``.
+
+    Compares in bounded slices (C ``memcmp``), then bisects inside the slice
+    that differs.
+    """
+    lo = start
+    while lo < end:
+        hi = min(end, lo + _COMPARE_STEP)
+        if a[lo:hi] == b[lo:hi]:
+            lo = hi
+            continue
+        while hi - lo > 1:  # a[.. lo] agrees, [lo, hi) holds a difference
+            mid = (lo + hi) // 2
+            if a[lo:mid] == b[lo:mid]:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+    return end
+
+
+class QuorumMerge:
+    """The canonical body of one game, grown from its uploads."""
+
+    def __init__(self, quorum: int) -> None:
+        if quorum < 1:
+            raise ValueError("quorum must be at least 1")
+        self.quorum = quorum
+        #: Committed body bytes: ``canonical[:length]`` is the merged body.
+        self.length = 0
+        self._streams: list[MergeStream] = []
+        # For each live stream, p such that body[:p] == reference.body[:p] is
+        # known, and whether it is known to differ at p.
+        self._agreed: dict[int, int] = {}
+        self._differs: dict[int, bool] = {}
+        self._reference: MergeStream | None = None
+        self._dropped: list[tuple[MergeStream, int]] = []
+
+    # -- inputs ---------------------------------------------------------------
+
+    def add(self, stream: MergeStream) -> None:
+        self._streams.append(stream)
+        self._agreed[id(stream)] = 0
+        self._differs[id(stream)] = False
+        if self._reference is None:
+            self._reference = stream
+
+    # -- outputs --------------------------------------------------------------
+
+    @property
+    def canonical(self) -> bytes | bytearray:
+        """A buffer whose first :attr:`length` bytes are the merged body."""
+        return self._reference.body if self._reference is not None else b""
+
+    def take_dropped(self) -> list[tuple[MergeStream, int]]:
+        """Streams dropped as diverged since the last call, with the body offset."""
+        dropped, self._dropped = self._dropped, []
+        return dropped
+
+    def __contains__(self, stream: object) -> bool:
+        return any(s is stream for s in self._streams)
+
+    # -- the merge ------------------------------------------------------------
+
+    def advance(self, limit: int | None = None) -> int:
+        """Commit as much as the streams allow, up to ``limit`` (``None``: no limit)."""
+        stop = limit if limit is not None else float("inf")
+        while self.length < stop:
+            self._check_all()
+            ahead, pending = self._classify()
+            if not ahead:
+                break
+            if self._reference not in ahead:
+                # The reference has no more data: read on from the longest.
+                self._set_reference(max(ahead, key=lambda s: len(s.body)))
+                continue
+            # The next point where a stream ahead ends or leaves the reference.
+            event = min(self._agreed[id(s)] for s in ahead)
+            if event > self.length:
+                needed = min(self.quorum, len(ahead) + len(pending))
+                if len(ahead) < needed:
+                    break  # a pending voter may still confirm or contradict
+                self.length = int(min(event, stop))
+                continue
+            if not self._resolve_split(ahead, pending):
+                break
+            # Losers dropped, maybe a new reference: check agreement again.
+        self._retire_finished()
+        return self.length
+
+    def _check_all(self) -> None:
+        """Extend every stream's known agreement with the reference; drop the
+        streams that contradict the committed body."""
+        reference = self._reference
+        assert reference is not None
+        ref_body = reference.body
+        self._agreed[id(reference)] = len(ref_body)
+        for stream in list(self._streams):
+            key = id(stream)
+            if stream is reference or self._differs[key]:
+                continue
+            known = self._agreed[key]
+            end = min(len(stream.body), len(ref_body))
+            if known < end:
+                known = common_prefix(stream.body, ref_body, known, end)
+                self._agreed[key] = known
+                self._differs[key] = known < end
+            if self._differs[key] and known < self.length:
+                self._drop(stream, known)
+
+    def _classify(self) -> tuple[list[MergeStream], list[MergeStream]]:
+        """Streams with data past the committed length, and those that might
+        still send some (connected, not stalled)."""
+        ahead = [s for s in self._streams if len(s.body) > self.length]
+        pending = [
+            s
+            for s in self._streams
+            if len(s.body) <= self.length and not s.ended and not s.stalled
+        ]
+        return ahead, pending
+
+    def _resolve_split(self, ahead: list[MergeStream], pending: list[MergeStream]) -> bool:
+        """Streams ahead disagree at the committed length: pick a side.
+
+        Returns False when the decision has to wait for pending voters.
+        """
+        position = self.length
+        groups: dict[int, list[MergeStream]] = {}
+        for stream in ahead:
+            groups.setdefault(stream.body[position], []).append(stream)
+        ranked = sorted(
+            groups.values(),
+            key=lambda group: (len(group), max(len(s.body) for s in group)),
+            reverse=True,
+        )
+        best, runner_up = ranked[0], ranked[1]
+        if pending and len(best) <= len(runner_up) + len(pending):
+            return False
+        for group in ranked[1:]:
+            for stream in group:
+                self._drop(stream, position)
+        if self._reference not in best:
+            self._set_reference(max(best, key=lambda s: len(s.body)))
+        return True
+
+    def _set_reference(self, new: MergeStream) -> None:
+        """Switch the stream the canonical bytes are read from.
+
+        A stream that agreed with the old reference up to p, and the new one
+        that agreed up to q, agree with each other at least up to min(p, q).
+        """
+        floor = self._agreed[id(new)]
+        for stream in self._streams:
+            key = id(stream)
+            self._agreed[key] = min(self._agreed[key], floor)
+            self._differs[key] = False
+        self._reference = new
+        self._agreed[id(new)] = len(new.body)
+
+    def _drop(self, stream: MergeStream, position: int) -> None:
+        self._forget(stream)
+        self._dropped.append((stream, position))
+
+    def _forget(self, stream: MergeStream) -> None:
+        self._streams = [s for s in self._streams if s is not stream]
+        del self._agreed[id(stream)]
+        del self._differs[id(stream)]
+
+    def _retire_finished(self) -> None:
+        """Ended streams wholly inside the committed body have nothing more to say."""
+        for stream in list(self._streams):
+            if (
+                stream is not self._reference
+                and stream.ended
+                and len(stream.body) <= self.length
+                and self._agreed[id(stream)] >= len(stream.body)
+            ):
+                self._forget(stream)

@@ -1,0 +1,42 @@
+"""Prometheus metrics, named as the Rust server named them so FAF's dashboards
+keep working, plus ours. Label values are a small fixed set."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+active_connections = Gauge(
+    "replayserver_active_connections_count",
+    "Count of currently active connections.",
+    ["category"],  # initial, writer, reader
+)
+served_connections = Counter(
+    "replayserver_served_connections_total",
+    "How many connections we served to completion.",
+    ["result"],
+)
+running_replays = Gauge("replayserver_running_replays_count", "Count of currently running replays.")
+finished_replays = Counter("replayserver_finished_replays", "Number of replays ran to completion.")
+saved_replays = Counter("replayserver_saved_replay_files", "Total replays successfully saved to disk.")
+
+rejected_connections = Counter(
+    "replayserver_rejected_connections",
+    "Connections closed because of what they sent (or did not send), by reason.",
+    ["reason"],
+)
+received_bytes = Counter("replayserver_received_bytes", "Replay bytes received from uploaders.")
+sent_bytes = Counter("replayserver_sent_bytes", "Replay bytes sent to watchers.")
+diverged_uploads = Counter("replayserver_diverged_uploads", "Uploads dropped for disagreeing with the merge.")
+stalled_uploads = Counter("replayserver_stalled_uploads", "Uploads that stopped counting as voters after a stall.")
+save_failures = Counter("replayserver_save_failures", "Replays that could not be saved, by reason.", ["reason"])
+save_seconds = Histogram(
+    "replayserver_save_duration_seconds",
+    "From the end of a game's write phase to its file in the vault.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+# Results of replayserver_served_connections_total, as the Rust server labels them.
+SUCCESS = "Success"
+EMPTY = "Empty connection"
+BAD_DATA = "Bad data"
+NO_REPLAY = "No replay matched"

@@ -1,0 +1,162 @@
+"""Where every connection starts: the connection header, then a switch.
+
+A :class:`ReplayProtocol` reads ``P/…\\0`` or ``G/…\\0`` (parsed in
+``connection_header``), finds the game in the :class:`GameRegistry`, and from
+then on hands every byte and the end of the connection to an
+:class:`~faf_replay.upload.UploadProtocol` or a
+:class:`~faf_replay.download.DownloadProtocol`, with the bytes that followed the
+header first. Bad input is logged once with its reason, counted, and closes
+this connection only.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from faf_replay import metrics
+from faf_replay.connection_header import (
+    ConnectionHeader,
+    ConnectionHeaderError,
+    ConnectionHeaderParser,
+    Kind,
+)
+from faf_replay.download import DownloadProtocol
+from faf_replay.registry import GameRegistry
+from faf_replay.stream import UploadStream
+from faf_replay.upload import UploadProtocol
+
+log = Logger()
+
+
+def describe_peer(address: IAddress) -> str:
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if host is None:
+        return str(address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class ReplayProtocol(Protocol):
+    def __init__(self, registry: GameRegistry, clock: IReactorTime) -> None:
+        self._registry = registry
+        self._clock = clock
+        self._parser = ConnectionHeaderParser()
+        self._sub: Protocol | None = None
+        self._timeout: IDelayedCall | None = None
+        self._rejected = False
+        self._initial = False
+        self.peer = "?"
+
+    def connectionMade(self) -> None:
+        self.peer = describe_peer(self.transport.getPeer())
+        metrics.active_connections.labels("initial").inc()
+        self._initial = True
+        self._timeout = self._clock.callLater(
+            self._registry.settings.header_timeout, self._header_timed_out
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._sub is not None:
+            self._sub.dataReceived(data)
+            return
+        if self._rejected:
+            return
+        try:
+            parsed = self._parser.feed(data)
+        except ConnectionHeaderError as error:
+            self._reject("bad connection header", str(error))
+            return
+        if parsed is not None:
+            header, rest = parsed
+            self._leave_initial()
+            self._switch(header, rest)
+
+    def _switch(self, header: ConnectionHeader, rest: bytes) -> None:
+        sub: Protocol
+        if header.kind is Kind.UPLOAD:
+            game, why = self._registry.game_for_upload(header.game_id)
+            if game is None:
+                self._refuse(header, "game ended", f"upload for game {header.game_id} refused: {why}")
+                return
+            upload = UploadProtocol(game, UploadStream(header.name), self.peer)
+            game.add_uploader(upload)
+            sub = upload
+        else:
+            game = self._registry.game_for_watch(header.game_id)
+            if game is None:
+                self._refuse(header, "unknown game", f"no live replay of game {header.game_id} to watch")
+                return
+            settings = self._registry.settings
+            download = DownloadProtocol(game, header.name, self.peer, self._clock, settings.linger)
+            game.add_watcher(download)
+            sub = download
+        log.info(
+            "game {game_id}: {kind} {name!r} from {peer} joined",
+            game_id=header.game_id,
+            kind="upload" if header.kind is Kind.UPLOAD else "watcher",
+            name=header.name,
+            peer=self.peer,
+        )
+        self._sub = sub
+        sub.makeConnection(self.transport)
+        if rest:
+            sub.dataReceived(rest)
+
+    def _header_timed_out(self) -> None:
+        self._timeout = None
+        timeout = self._registry.settings.header_timeout
+        self._reject("header timeout", f"no complete connection header within {timeout:g} s")
+
+    def _leave_initial(self) -> None:
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.cancel()
+        self._timeout = None
+        if self._initial:
+            self._initial = False
+            metrics.active_connections.labels("initial").dec()
+
+    def _reject(self, reason: str, detail: str) -> None:
+        self._leave_initial()
+        self._rejected = True
+        metrics.rejected_connections.labels(reason).inc()
+        metrics.served_connections.labels(metrics.BAD_DATA).inc()
+        log.warn("connection from {peer} rejected: {detail}", peer=self.peer, detail=detail)
+        self.transport.loseConnection()
+
+    def _refuse(self, header: ConnectionHeader, reason: str, detail: str) -> None:
+        """A well-formed request we cannot serve: close without a byte sent."""
+        self._rejected = True
+        metrics.rejected_connections.labels(reason).inc()
+        metrics.served_connections.labels(metrics.NO_REPLAY).inc()
+        log.info("connection {name!r} from {peer}: {detail}", name=header.name, peer=self.peer, detail=detail)
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self._sub is not None:
+            self._sub.connectionLost(reason)
+            return
+        if self._rejected:
+            return
+        self._leave_initial()
+        if self._parser.received < 2:
+            # A player leaving the lobby: FA opened the socket and never used it.
+            metrics.served_connections.labels(metrics.EMPTY).inc()
+            return
+        metrics.rejected_connections.labels("incomplete header").inc()
+        metrics.served_connections.labels(metrics.BAD_DATA).inc()
+        log.warn(
+            "connection from {peer} closed after {received} bytes, before its header was complete",
+            peer=self.peer,
+            received=self._parser.received,
+        )
+
+
+class ReplayFactory(Factory):
+    def __init__(self, registry: GameRegistry, clock: IReactorTime) -> None:
+        self.registry = registry
+        self.clock = clock
+
+    def buildProtocol(self, addr: IAddress) -> ReplayProtocol:
+        return ReplayProtocol(self.registry, self.clock)

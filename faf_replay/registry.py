@@ -1,0 +1,111 @@
+"""The registry: every running game by id, shared by all connections.
+
+Uploaders and watchers find their game here (``upload``/``watch``). The
+registry drives time for all games with one timer per sample interval, and it
+remembers recently saved game ids so that a late uploader cannot start a second,
+shorter replay of a game that is already in the vault. On shutdown it ends every
+game and waits until each is saved.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from faf_replay import metrics
+from faf_replay.game import Game, SaveFunction, State
+from faf_replay.settings import Settings
+
+log = Logger()
+
+
+class GameRegistry(Service):
+    #: Seconds a saved game's id keeps refusing new uploaders.
+    remember_ended = 3600.0
+
+    def __init__(self, settings: Settings, clock: IReactorTime, save: SaveFunction) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._save = save
+        self.games: dict[int, Game] = {}
+        self._ended: dict[int, float] = {}
+        self._done_waiters: dict[int, list[Deferred]] = {}
+        self._ticker = LoopingCall(self.tick)
+        self._ticker.clock = clock
+
+    # -- finding games --------------------------------------------------------
+
+    def game_for_upload(self, game_id: int) -> tuple[Game | None, str]:
+        """The game an uploader joins, created if needed; or None and why not."""
+        game = self.games.get(game_id)
+        if game is not None:
+            if game.state is State.ACCEPTING:
+                return game, ""
+            return None, "its replay has already ended"
+        if game_id in self._ended:
+            return None, "its replay has already been saved"
+        game = Game(game_id, self.settings, self._clock, self._save, self._game_done)
+        self.games[game_id] = game
+        metrics.running_replays.inc()
+        log.info("game {game_id}: replay started", game_id=game_id)
+        return game, ""
+
+    def game_for_watch(self, game_id: int) -> Game | None:
+        game = self.games.get(game_id)
+        if game is None or game.state not in (State.ACCEPTING, State.SAVING):
+            return None
+        return game
+
+    def when_done(self, game_id: int) -> Deferred:
+        """Fires once the game with this id is saved and its watchers are gone."""
+        d: Deferred = Deferred()
+        if game_id in self._ended and game_id not in self.games:
+            d.callback(None)
+        else:
+            self._done_waiters.setdefault(game_id, []).append(d)
+        return d
+
+    def _game_done(self, game: Game) -> None:
+        if self.games.get(game.game_id) is game:
+            del self.games[game.game_id]
+            metrics.running_replays.dec()
+        self._ended[game.game_id] = self._clock.seconds()
+        for waiter in self._done_waiters.pop(game.game_id, []):
+            waiter.callback(None)
+
+    # -- time -----------------------------------------------------------------
+
+    def tick(self) -> None:
+        now = self._clock.seconds()
+        for game in list(self.games.values()):
+            game.tick(now)
+        horizon = now - self.remember_ended
+        for game_id, ended in list(self._ended.items()):
+            if ended < horizon:
+                del self._ended[game_id]
+
+    # -- service --------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._ticker.start(self.settings.sample_interval, now=False)
+
+    def stopService(self) -> Deferred:
+        """End every game, wait until each is saved, then close the watchers."""
+        super().stopService()
+        if self._ticker.running:
+            self._ticker.stop()
+        games = list(self.games.values())
+        if not games:
+            return succeed(None)
+        log.info("shutting down: ending {count} running replay(s)", count=len(games))
+        saves = [game.end("server shutdown") for game in games]
+
+        def close_watchers(_: object) -> None:
+            for game in games:
+                game.close_watchers()
+
+        return DeferredList(saves, consumeErrors=True).addCallback(close_watchers)

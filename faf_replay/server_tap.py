@@ -1,0 +1,113 @@
+"""``twistd faf-replay``: the command line and the service tree.
+
+``makeService(options, reactor)`` builds::
+
+    FafReplayService (MultiService; stops its children in order)
+    ├── WorkerPool       threads for compression and file I/O
+    ├── GameRegistry     every running game; one timer for all of them
+    └── listener         strports endpoint serving ReplayFactory
+
+and on shutdown stops accepting first, then ends and saves every game, then
+stops the worker threads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.python import usage
+from twisted.python.threadpool import ThreadPool
+
+from faf_replay.protocol import ReplayFactory
+from faf_replay.registry import GameRegistry
+from faf_replay.saving import Saver
+from faf_replay.settings import Settings, SettingsError, load_toml
+
+_DEFAULTS = Settings()
+_HELP = {
+    "port": "strports endpoint for game clients",
+    "vault": "directory saved replays go to",
+    "delay": "seconds watchers stay behind the game",
+    "sample_interval": "seconds between samples of the streams",
+    "grace": "seconds without uploaders before a game's write phase ends",
+    "forced_end": "seconds after a replay's creation when it is ended",
+    "header_timeout": "seconds a connection has to send its P/ or G/ header",
+    "quorum": "uploaders that must agree before bytes are merged",
+    "zstd_level": "zstd level of saved replays (1-22)",
+    "stall_timeout": "seconds an uploader may be silent while others send before it is not waited for",
+    "linger": "seconds a watcher's connection stays open after its last byte",
+    "drain_timeout": "seconds a saved game waits for slow watchers before closing them",
+}
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = "The live replay server of Forged Alliance Forever."
+    optParameters = [
+        [name.replace("_", "-"), None, None, f"{_HELP[name]} [default: {getattr(_DEFAULTS, name)}]"]
+        for name in Settings.names()
+    ] + [["config", "c", None, "a TOML file with the same keys (the command line wins)"]]
+
+    def postOptions(self) -> None:
+        values: dict[str, Any] = {}
+        if self["config"]:
+            try:
+                values.update(load_toml(self["config"]))
+            except SettingsError as error:
+                raise usage.UsageError(str(error)) from None
+        for name in Settings.names():
+            given = self[name.replace("_", "-")]
+            if given is not None:
+                values[name] = given
+        try:
+            self.settings = Settings.from_values(values)
+        except SettingsError as error:
+            raise usage.UsageError(str(error)) from None
+
+
+class WorkerPool(Service):
+    """A thread pool started and stopped with the service tree."""
+
+    def __init__(self, maximum: int = 4) -> None:
+        self.pool = ThreadPool(minthreads=0, maxthreads=maximum, name="faf-replay-worker")
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
+
+
+class FafReplayService(MultiService):
+    def __init__(self, listener: IService, registry: GameRegistry, workers: WorkerPool) -> None:
+        super().__init__()
+        self.listener = listener
+        self.registry = registry
+        self.workers = workers
+        for child in (workers, registry, listener):
+            child.setServiceParent(self)
+
+    def stopService(self) -> Deferred:
+        """Stop accepting, then end and save every game, then stop the workers."""
+        Service.stopService(self)
+        d = maybeDeferred(self.listener.stopService)
+        d.addBoth(lambda _: self.registry.stopService())
+        d.addBoth(lambda _: self.workers.stopService())
+        return d
+
+
+def makeService(options: Options, reactor: Any = None) -> FafReplayService:
+    if reactor is None:
+        from twisted.internet import reactor  # noqa: PLC0415 - twistd installs it first
+    settings: Settings = options.settings
+    workers = WorkerPool()
+    saver = Saver(settings, reactor, workers.pool)
+    registry = GameRegistry(settings, reactor, saver.save)
+    factory = ReplayFactory(registry, reactor)
+    listener = strports.service(settings.port, factory, reactor=reactor)
+    return FafReplayService(listener, registry, workers)

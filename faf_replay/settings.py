@@ -1,0 +1,117 @@
+"""Every setting of the server, its default and its check, in one place.
+
+The command line (``server_tap.Options``), the TOML file given with
+``--config`` and the tests all build a :class:`Settings`; a bad value raises
+:class:`SettingsError` with a message fit for a usage error. No Twisted here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: strports endpoint for game clients (TCP).
+    port: str = "tcp:15000"
+    #: Directory saved replays go to.
+    vault: str = "replays"
+    #: Seconds watchers stay behind the game.
+    delay: float = 300.0
+    #: Seconds between samples of the streams (merge, delay, stall accounting).
+    sample_interval: float = 1.0
+    #: Seconds without uploaders before a game's write phase ends.
+    grace: float = 30.0
+    #: Seconds after a game's creation when it is ended whatever happens.
+    forced_end: float = 18000.0
+    #: Seconds a connection has to send its ``P/…\0``/``G/…\0`` header.
+    header_timeout: float = 21600.0
+    #: Uploaders that must agree before bytes are merged.
+    quorum: int = 2
+    #: zstd compression level of saved replays.
+    zstd_level: int = 10
+    #: Seconds an uploader may stay silent while others send before it stops
+    #: counting as a voter.
+    stall_timeout: float = 60.0
+    #: Seconds a watcher's connection stays open after its last byte.
+    linger: float = 1.0
+    #: Seconds a finished game waits for its slowest watchers before closing them.
+    drain_timeout: float = 3600.0
+
+    def __post_init__(self) -> None:
+        for name in ("delay", "grace", "linger"):
+            _check_duration(name, getattr(self, name), allow_zero=True)
+        for name in ("sample_interval", "forced_end", "header_timeout", "stall_timeout", "drain_timeout"):
+            _check_duration(name, getattr(self, name), allow_zero=False)
+        if self.quorum < 1:
+            raise SettingsError(f"quorum must be at least 1, not {self.quorum}")
+        if not 1 <= self.zstd_level <= 22:
+            raise SettingsError(f"zstd_level must be between 1 and 22, not {self.zstd_level}")
+        if not self.port:
+            raise SettingsError("port must be a strports endpoint such as tcp:15000")
+        if not self.vault:
+            raise SettingsError("vault must be a directory")
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> Settings:
+        """Build from strings or TOML values, converting each to its field's type."""
+        converted: dict[str, Any] = {}
+        for field in fields(cls):
+            if field.name in values and values[field.name] is not None:
+                converted[field.name] = _convert(field.name, field.type, values[field.name])
+        unknown = set(values) - set(cls.names())
+        if unknown:
+            raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return cls(**converted)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _check_duration(name: str, value: float, *, allow_zero: bool) -> None:
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "more than zero"
+        raise SettingsError(f"{name} must be a number of seconds, {bound}; got {value!r}")
+
+
+def _convert(name: str, kind: Any, value: Any) -> Any:
+    kind = {"float": float, "int": int, "str": str}.get(kind, kind)
+    if isinstance(value, bool):
+        raise SettingsError(f"{name} must be a {kind.__name__}, not a boolean")
+    if kind is str:
+        if not isinstance(value, str):
+            raise SettingsError(f"{name} must be a string, not {value!r}")
+        return value
+    if kind is int and isinstance(value, float):
+        raise SettingsError(f"{name} must be a whole number, not {value!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name} must be a {_KIND_NAMES[kind]}, not {value!r}") from None
+
+
+_KIND_NAMES = {float: "number of seconds", int: "whole number"}
+
+
+def load_toml(path: str) -> dict[str, Any]:
+    """The settings in a TOML file; keys use ``_`` or ``-`` like the options."""
+    try:
+        with open(path, "rb") as file:
+            raw = tomllib.load(file)
+    except OSError as error:
+        raise SettingsError(f"cannot read config file {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"config file {path} is not valid TOML: {error}") from None
+    return {key.replace("-", "_"): value for key, value in raw.items()}
