@@ -106,7 +106,8 @@ class Game:
         self._watchers: set[Watcher] = set()
         self._slices: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._save_waiters: list[Deferred] = []
-        self._grace_call: IDelayedCall | None = None
+        # A game nobody uploads to ends like one everybody left.
+        self._grace_call: IDelayedCall | None = self._start_grace()
         self._drain_call: IDelayedCall | None = None
         self._forced_call: IDelayedCall | None = clock.callLater(
             settings.forced_end, self.end, "forced end"
@@ -143,9 +144,11 @@ class Game:
             return
         self._uploads.discard(uploader)
         if self.state is State.ACCEPTING and not self._uploads:
-            self._grace_call = self._clock.callLater(
-                self._settings.grace, self.end, f"no uploader for {self._settings.grace:g} s"
-            )
+            self._grace_call = self._start_grace()
+
+    def _start_grace(self) -> IDelayedCall:
+        grace = self._settings.grace
+        return self._clock.callLater(grace, self.end, f"no uploader for {grace:g} s")
 
     @property
     def uploader_count(self) -> int:
@@ -229,7 +232,8 @@ class Game:
             self._longest = max(self._longest, len(stream.body))
         self._window.record(now, self._longest)
 
-    def _advance(self, limit: int | None) -> None:
+    def _advance(self, limit: int | None, visible_cap: int | None = None) -> None:
+        """Merge up to ``limit`` and show watchers what was merged, or at most ``visible_cap``."""
         merge = self._merge
         merge.advance(limit)
         for stream, position in merge.take_dropped():
@@ -245,8 +249,9 @@ class Game:
             )
         # Ended uploads the merge is done with are let go, with their bytes.
         self._streams = [s for s in self._streams if not s.ended or s in merge]
-        if merge.length > self.visible:
-            self.visible = merge.length
+        visible = merge.length if visible_cap is None else min(merge.length, visible_cap)
+        if visible > self.visible:
+            self.visible = visible
             self._notify_watchers()
 
     # -- lifecycle ------------------------------------------------------------
@@ -268,12 +273,16 @@ class Game:
             if call is not None and call.active():
                 call.cancel()
         self._grace_call = self._forced_call = None
+        # Uploaders still connected mean the game may still be running (forced
+        # end, shutdown): watchers then keep their delay, only the file gets all.
+        still_live = bool(self._uploads)
+        cap = self._window.limit(self._clock.seconds()) if still_live else None
         for uploader in list(self._uploads):
             uploader.stream.ended = True
             uploader.close()
         self._uploads.clear()
 
-        self._advance(None)
+        self._advance(None, cap)
         self.finished = True
         ended_at = self._clock.seconds()
         log.info(
@@ -282,13 +291,13 @@ class Game:
             game_id=self.game_id,
             reason=reason,
             duration=ended_at - self.started_at,
-            length=self.visible,
+            length=self._merge.length,
         )
         self._notify_watchers()
         replay = FinishedReplay(
             game_id=self.game_id,
             header=self.header,
-            body=bytes(self._merge.canonical[: self.visible]),
+            body=bytes(self._merge.canonical[: self._merge.length]),
             recorder=self.recorder,
             started_at=self.started_at,
             ended_at=ended_at,

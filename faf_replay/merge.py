@@ -112,6 +112,8 @@ class QuorumMerge:
 
     def advance(self, limit: int | None = None) -> int:
         """Commit as much as the streams allow, up to ``limit`` (``None``: no limit)."""
+        if self._reference is None:
+            return self.length
         stop = limit if limit is not None else float("inf")
         while self.length < stop:
             self._check_all()

@@ -92,6 +92,21 @@ class FafReplayService(MultiService):
         for child in (workers, registry, listener):
             child.setServiceParent(self)
 
+    def listening(self) -> Deferred:
+        """Fires with the game port's ``IListeningPort`` once it is open.
+
+        A branch of the endpoint service's own Deferred, which must keep its
+        result: ``stopService`` needs the port to stop listening.
+        """
+        branch: Deferred = Deferred()
+
+        def passthrough(result: Any) -> Any:
+            branch.callback(result)
+            return result
+
+        self.listener._waitingForPort.addCallback(passthrough)  # type: ignore[attr-defined]
+        return branch
+
     def stopService(self) -> Deferred:
         """Stop accepting, then end and save every game, then stop the workers."""
         Service.stopService(self)

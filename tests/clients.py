@@ -1,0 +1,94 @@
+"""Real TCP clients speaking SPEC §2, and a server started as twistd would."""
+
+from __future__ import annotations
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.trial.unittest import TestCase
+
+from faf_replay.server_tap import FafReplayService, Options, makeService
+
+FAST = {
+    "delay": "0.3",
+    "sample-interval": "0.05",
+    "grace": "0.3",
+    "linger": "0.1",
+}
+
+
+@inlineCallbacks
+def start_server(test: TestCase, **options: str):
+    """The real service tree on 127.0.0.1, an ephemeral port; stopped after the test."""
+    settings = {**FAST, "port": "tcp:0:interface=127.0.0.1", "vault": test.mktemp(), **options}
+    argv = [f"--{name}={value}" for name, value in settings.items()]
+    config = Options()
+    config.parseOptions(argv)
+    service: FafReplayService = makeService(config, reactor)
+    service.startService()
+    test.addCleanup(lambda: service.running and service.stopService())
+    port = yield service.listening()
+    return service, port.getHost().port
+
+
+class Uploader(Protocol):
+    """Sends ``P/<id>/<name>\\0`` and a stream in pieces, one piece per ``pause``."""
+
+    def __init__(self, game_id: int, name: str, data: bytes, sizes: list[int], pause: float = 0.01):
+        self.header = f"P/{game_id}/{name}\0".encode()
+        self.data = data
+        self.sizes = sizes
+        self.pause = pause
+        self.position = 0
+        self.index = 0
+        self.done: Deferred = Deferred()
+        self.sent_all: Deferred = Deferred()
+        self.keep_open = False
+
+    def connectionMade(self):
+        self.transport.write(self.header)
+        self._next()
+
+    def _next(self):
+        if self.position >= len(self.data):
+            if not self.sent_all.called:
+                self.sent_all.callback(None)
+            if not self.keep_open:
+                self.transport.loseConnection()
+            return
+        size = self.sizes[self.index % len(self.sizes)]
+        self.index += 1
+        self.transport.write(self.data[self.position : self.position + size])
+        self.position += size
+        self._call = reactor.callLater(self.pause, self._next)
+
+    def connectionLost(self, reason):
+        if getattr(self, "_call", None) is not None and self._call.active():
+            self._call.cancel()
+        self.done.callback(None)
+
+
+class Watcher(Protocol):
+    """Sends ``G/<id>/<name>\\0`` and collects everything until the server closes."""
+
+    def __init__(self, game_id: int, name: str = "watcher"):
+        self.header = f"G/{game_id}/{name}\0".encode()
+        self.received = bytearray()
+        self.done: Deferred = Deferred()
+        self.first_data: Deferred = Deferred()
+
+    def connectionMade(self):
+        self.transport.write(self.header)
+
+    def dataReceived(self, data):
+        self.received += data
+        if not self.first_data.called:
+            self.first_data.callback(None)
+
+    def connectionLost(self, reason):
+        self.done.callback(bytes(self.received))
+
+
+def connect(port: int, protocol: Protocol) -> Deferred:
+    return connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), protocol)

@@ -1,0 +1,70 @@
+"""Small stand-ins for the game's neighbours: uploaders, watchers, saving."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, succeed
+
+from faf_replay.game import FinishedReplay, Game
+from faf_replay.stream import UploadStream
+
+
+class FakeUploader:
+    def __init__(self, game: Game, name: str = "player.SCFAreplay") -> None:
+        self.game = game
+        self.stream = UploadStream(name)
+        self.closed = False
+
+    def send(self, data: bytes) -> None:
+        if self.stream.feed(data):
+            self.game.header_complete(self.stream)
+
+    def leave(self) -> None:
+        self.game.uploader_left(self)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeWatcher:
+    """Pulls everything visible whenever the game says so, as a fast watcher would."""
+
+    def __init__(self, game: Game) -> None:
+        self.game = game
+        self.data = bytearray()
+        self.header_sent = False
+        self.position = 0
+        self.closed = False
+        self.saw_finished = False
+
+    def game_updated(self) -> None:
+        game = self.game
+        if not self.header_sent and game.header is not None:
+            self.data += game.header
+            self.header_sent = True
+        if self.header_sent:
+            while self.position < game.visible:
+                chunk = game.read(self.position, game.visible)
+                self.position += len(chunk)
+                self.data += chunk
+        self.saw_finished = game.finished
+
+    def close(self) -> None:
+        self.closed = True
+        self.game.remove_watcher(self)
+
+
+class Saves:
+    """Records every save; fires at once unless told to hold."""
+
+    def __init__(self, hold: bool = False) -> None:
+        self.replays: list[FinishedReplay] = []
+        self.pending: list[Deferred] = []
+        self.hold = hold
+
+    def __call__(self, replay: FinishedReplay) -> Deferred:
+        self.replays.append(replay)
+        if self.hold:
+            d: Deferred = Deferred()
+            self.pending.append(d)
+            return d
+        return succeed(None)

@@ -1,0 +1,155 @@
+"""The whole server over real TCP: uploaders, watchers, the saved file."""
+
+import io
+import json
+
+import fafreplay
+from twisted.internet import reactor
+from twisted.internet.defer import DeferredList, inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from faf_replay.vault import vault_path
+from tests.clients import Uploader, Watcher, connect, start_server
+from tests.logs import CapturedLogs
+from tests.recordings import recording, split
+
+
+def read_saved(vault: str, game_id: int) -> tuple[dict, bytes]:
+    data = vault_path(vault, game_id).read_bytes()
+    metadata = json.loads(data.split(b"\n", 1)[0])
+    return metadata, fafreplay.extract_scfa(io.BytesIO(data))
+
+
+def sleep(seconds: float):
+    return deferLater(reactor, seconds, lambda: None)
+
+
+class EndToEnd(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_uploaders_and_watchers(self):
+        logs = CapturedLogs(self)
+        service, port = yield start_server(self)
+        stream = recording("example")
+        uploaders = [
+            Uploader(2000, f"player{i}.SCFAreplay", stream, sizes)
+            for i, sizes in enumerate([[1000, 333, 4096, 17], [1, 2000, 7], [8192], [500, 501]])
+        ]
+        for uploader in uploaders:
+            yield connect(port, uploader)
+        yield sleep(0.1)
+        early = [Watcher(2000, f"early{i}") for i in range(3)]
+        for watcher in early:
+            yield connect(port, watcher)
+        yield DeferredList([u.sent_all for u in uploaders])
+        late = Watcher(2000, "late")
+        yield connect(port, late)
+        done = service.registry.when_done(2000)
+        received = yield DeferredList([w.done for w in [*early, late]])
+        yield done
+        for ok, data in received:
+            self.assertTrue(ok)
+            self.assertEqual(data, stream)
+
+        metadata, scfa = read_saved(service.registry.settings.vault, 2000)
+        self.assertEqual(scfa, stream)
+        self.assertEqual(fafreplay.body_ticks(split(scfa)[1]), 1928)
+        self.assertEqual(metadata["uid"], 2000)
+        self.assertEqual(metadata["mapname"], "scmp_016")
+        self.assertEqual(metadata["teams"], {"2": ["MazorNoob"], "3": ["dragonite"]})
+        self.assertEqual((metadata["version"], metadata["compression"]), (2, "zstd"))
+        self.assertIn(metadata["recorder"], {f"player{i}" for i in range(4)})
+        self.assertEqual(len(logs.matching("game 2000: saved")), 1)
+        self.assertEqual(len(logs.matching("whole replay sent")), 4)
+
+    @inlineCallbacks
+    def test_diverging_uploads(self):
+        service, port = yield start_server(self)
+        uploaders = []
+        for i in range(6):
+            uploader = Uploader(3001, f"{i}.SCFAreplay", recording(f"diverging_1/{i}"), [700 + 37 * i])
+            uploaders.append(uploader)
+            yield connect(port, uploader)
+        yield sleep(0.05)
+        watcher = Watcher(3001)
+        yield connect(port, watcher)
+        done = service.registry.when_done(3001)
+        watched = yield watcher.done
+        yield done
+        _, scfa = read_saved(service.registry.settings.vault, 3001)
+        header, body = split(scfa)
+        self.assertEqual(body, split(recording("diverging_1/5"))[1])
+        self.assertIn(header, {split(recording(f"diverging_1/{i}"))[0] for i in range(6)})
+        self.assertEqual(watched, scfa)
+        self.assertEqual(fafreplay.body_ticks(body), 722)
+
+    @inlineCallbacks
+    def test_single_uploader(self):
+        service, port = yield start_server(self)
+        uploader = Uploader(7, "solo.SCFAreplay", recording("8805603"), [64])
+        yield connect(port, uploader)
+        yield uploader.done
+        yield service.registry.when_done(7)
+        _, scfa = read_saved(service.registry.settings.vault, 7)
+        self.assertEqual(scfa, recording("8805603"))
+
+    @inlineCallbacks
+    def test_garbage_beside_a_game(self):
+        """Bad connections are closed; the honest game is saved intact."""
+        logs = CapturedLogs(self)
+        service, port = yield start_server(self)
+        honest = Uploader(11, "honest.SCFAreplay", recording("example"), [4000])
+        yield connect(port, honest)
+        garbage = [
+            Uploader(11, "liar.SCFAreplay", b"\x00" * 5000, [100]),  # empty version string
+            Uploader(11, "noise.SCFAreplay", bytes(range(256)) * 20, [300]),
+        ]
+        for g in garbage:
+            yield connect(port, g)
+        bad_header = Watcher(11, "x")
+        bad_header.header = b"Q/11/x\0"
+        yield connect(port, bad_header)
+        self.assertEqual((yield bad_header.done), b"")
+        unknown = Watcher(999)
+        yield connect(port, unknown)
+        self.assertEqual((yield unknown.done), b"")
+        yield service.registry.when_done(11)
+        _, scfa = read_saved(service.registry.settings.vault, 11)
+        self.assertEqual(scfa, recording("example"))
+        self.assertEqual(len(logs.matching("invalid replay header")), 2)
+        self.assertEqual(len(logs.matching("unknown connection type")), 1)
+
+    @inlineCallbacks
+    def test_late_uploader_does_not_touch_the_saved_file(self):
+        service, port = yield start_server(self)
+        first = Uploader(12, "a.SCFAreplay", recording("example"), [10000])
+        yield connect(port, first)
+        yield service.registry.when_done(12)
+        path = vault_path(service.registry.settings.vault, 12)
+        before = path.read_bytes()
+        late = Uploader(12, "b.SCFAreplay", recording("8805603"), [10000])
+        yield connect(port, late)
+        yield late.done
+        yield sleep(0.5)
+        self.assertEqual(path.read_bytes(), before)
+        self.assertNotIn(12, service.registry.games)
+
+    @inlineCallbacks
+    def test_stop_saves_running_games(self):
+        service, port = yield start_server(self, delay="300", grace="30")
+        uploader = Uploader(13, "a.SCFAreplay", recording("example"), [5000])
+        uploader.keep_open = True
+        yield connect(port, uploader)
+        yield uploader.sent_all
+        yield sleep(0.1)
+        watcher = Watcher(13)
+        yield connect(port, watcher)
+        yield watcher.first_data
+        yield service.stopService()
+        yield uploader.done
+        # the game may still be running: the watcher keeps its 300 s delay
+        self.assertEqual((yield watcher.done), split(recording("example"))[0])
+        _, scfa = read_saved(service.registry.settings.vault, 13)
+        self.assertEqual(scfa, recording("example"))

@@ -1,0 +1,356 @@
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from faf_replay.game import Game, State
+from faf_replay.registry import GameRegistry
+from faf_replay.settings import Settings
+from tests.fakes import FakeUploader, FakeWatcher, Saves
+from tests.recordings import chunks, recording, split
+
+SETTINGS = Settings(delay=300, sample_interval=1, grace=30, forced_end=18000, stall_timeout=60, quorum=2)
+
+
+class GameTestCase(SynchronousTestCase):
+    settings = SETTINGS
+
+    def setUp(self):
+        self.clock = Clock()
+        self.saves = Saves()
+        self.done = []
+        self.game = Game(1234, self.settings, self.clock, self.saves, self.done.append)
+
+    def tick(self, seconds: float = 1.0, times: int = 1):
+        for _ in range(times):
+            self.clock.advance(seconds)
+            self.game.tick(self.clock.seconds())
+
+    def uploader(self, name="p.SCFAreplay"):
+        uploader = FakeUploader(self.game, name)
+        self.assertTrue(self.game.add_uploader(uploader))
+        return uploader
+
+
+class Lifecycle(GameTestCase):
+    def test_grace_period_then_save(self):
+        stream = recording("example")
+        a = self.uploader("Rowan.SCFAreplay")
+        a.send(stream)
+        a.leave()
+        self.tick(29)
+        self.assertIs(self.game.state, State.ACCEPTING)
+        self.assertEqual(self.game.visible, len(split(stream)[1]))  # all released once nobody uploads
+        self.tick(1)
+        self.assertIs(self.game.state, State.DONE)
+        [saved] = self.saves.replays
+        self.assertEqual(saved.header + saved.body, stream)
+        self.assertEqual(saved.recorder, "Rowan")
+        self.assertEqual((saved.started_at, saved.ended_at), (0, 30))
+        self.assertEqual(self.done, [self.game])
+
+    def test_uploader_within_grace_joins_the_same_replay(self):
+        header, body = split(recording("example"))
+        a = self.uploader()
+        a.send(header + body[:1000])
+        a.leave()
+        self.tick(20)
+        b = self.uploader()
+        b.send(header + body)
+        self.tick(20)
+        self.assertIs(self.game.state, State.ACCEPTING)
+        b.leave()
+        self.tick(30)
+        self.assertEqual(self.saves.replays[0].body, body)
+
+    def test_grace_counts_from_the_last_uploader(self):
+        a, b = self.uploader(), self.uploader()
+        a.leave()
+        self.tick(40)
+        self.assertIs(self.game.state, State.ACCEPTING)
+        b.leave()
+        self.tick(29)
+        self.assertIs(self.game.state, State.ACCEPTING)
+        self.tick(1)
+        self.assertIsNot(self.game.state, State.ACCEPTING)
+
+    def test_forced_end(self):
+        header, body = split(recording("example"))
+        a, b = self.uploader(), self.uploader()
+        a.send(header + body[:5000])
+        b.send(header + body[:6000])
+        self.clock.advance(18000)
+        self.assertTrue(a.closed and b.closed)
+        self.assertIs(self.game.state, State.DONE)
+        self.assertEqual(self.saves.replays[0].body, body[:6000])
+        self.assertFalse(self.game.add_uploader(FakeUploader(self.game)))
+
+    def test_forced_end_keeps_the_delay_for_watchers(self):
+        """Uploaders still connected: the game may go on, so watchers stay behind."""
+        header, body = split(recording("example"))
+        a = self.uploader()
+        a.send(header)
+        watcher = FakeWatcher(self.game)
+        self.game.add_watcher(watcher)
+        for second in range(1, 400):
+            a.send(body[(second - 1) * 100 : second * 100])
+            self.tick()
+        self.game.end("server shutdown")
+        self.assertEqual(self.saves.replays[0].body, body[: 399 * 100])
+        self.assertEqual(bytes(watcher.data), header + body[: 99 * 100])
+        self.assertTrue(watcher.saw_finished)
+
+    def test_no_uploader_after_the_write_phase(self):
+        self.saves.hold = True
+        a = self.uploader()
+        a.leave()
+        self.tick(30)
+        self.assertIs(self.game.state, State.SAVING)
+        self.assertFalse(self.game.add_uploader(FakeUploader(self.game)))
+
+    def test_end_waits_for_the_save(self):
+        self.saves.hold = True
+        self.uploader().send(recording("example"))
+        first = self.game.end("server shutdown")
+        second = self.game.end("again")
+        self.assertNoResult(first)
+        self.assertNoResult(second)
+        self.assertEqual(len(self.saves.replays), 1)
+        self.saves.pending[0].callback(None)
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.assertIs(self.game.state, State.DONE)
+        self.successResultOf(self.game.end("after"))
+
+    def test_watchers_drain_after_the_save(self):
+        a = self.uploader()
+        a.send(recording("example"))
+        watcher = FakeWatcher(self.game)
+        self.assertTrue(self.game.add_watcher(watcher))
+        a.leave()
+        self.tick(30)
+        self.assertIs(self.game.state, State.DRAINING)
+        self.assertFalse(self.game.add_watcher(FakeWatcher(self.game)))
+        self.assertEqual(bytes(watcher.data), recording("example"))
+        self.assertTrue(watcher.saw_finished)
+        self.game.remove_watcher(watcher)
+        self.assertIs(self.game.state, State.DONE)
+
+    def test_drain_timeout_closes_slow_watchers(self):
+        a = self.uploader()
+        a.send(recording("example"))
+        watcher = FakeWatcher(self.game)
+        self.game.add_watcher(watcher)
+        self.game.end("test")
+        self.clock.advance(self.settings.drain_timeout - 1)
+        self.assertFalse(watcher.closed)
+        self.clock.advance(1)
+        self.assertTrue(watcher.closed)
+        self.assertIs(self.game.state, State.DONE)
+
+    def test_nothing_uploaded(self):
+        a = self.uploader()
+        a.leave()
+        self.tick(30)
+        self.assertIsNone(self.saves.replays[0].header)
+        self.assertIs(self.game.state, State.DONE)
+
+
+class Watching(GameTestCase):
+    def test_header_is_sent_as_soon_as_known(self):
+        header, body = split(recording("example"))
+        watcher = FakeWatcher(self.game)
+        self.game.add_watcher(watcher)
+        a = self.uploader()
+        a.send(header[:100])
+        self.assertEqual(bytes(watcher.data), b"")
+        a.send(header[100:] + body[:10])
+        self.assertEqual(bytes(watcher.data), header)  # no tick needed
+
+    def test_first_complete_header_is_the_games(self):
+        a, b = self.uploader(), self.uploader()
+        header_a, _ = split(recording("diverging_1/0"))
+        header_b, _ = split(recording("diverging_1/2"))  # the one header that differs
+        self.assertNotEqual(header_a, header_b)
+        b.send(header_b)
+        a.send(header_a)
+        self.assertEqual(self.game.header, header_b)
+
+    def test_body_is_delayed_and_late_joiners_catch_up(self):
+        header, body = split(recording("example"))
+        a, b = self.uploader(), self.uploader()
+        a.send(header)
+        b.send(header)
+        early = FakeWatcher(self.game)
+        self.game.add_watcher(early)
+        early.game_updated()
+        pieces = chunks(body, [100])
+        for second, piece in enumerate(pieces, start=1):
+            a.send(piece)
+            b.send(piece)
+            self.tick()
+            # each second adds 100 bytes; watchers trail by 300 s of them
+            self.assertEqual(self.game.visible, max(0, min(len(body), (second - 300) * 100)))
+            self.assertEqual(bytes(early.data), header + body[: self.game.visible])
+        late = FakeWatcher(self.game)
+        self.game.add_watcher(late)
+        late.game_updated()
+        self.assertEqual(bytes(late.data), bytes(early.data))
+
+    def test_delay_is_per_game_not_per_stream(self):
+        """Two agreeing players leaving early must not reveal the live game."""
+        header, body = split(recording("diverging_1/5"))
+        uploaders = [self.uploader(f"{i}.SCFAreplay") for i in range(4)]
+        for u in uploaders:
+            u.send(header)
+        sent_at = {}  # second -> longest body sent
+        for second in range(1, 400):
+            size = min(len(body), second * 100)
+            for index, u in enumerate(uploaders):
+                if index < 2 and second == 50:
+                    # the defeated team has everything so far and leaves
+                    u.leave()
+                if index >= 2 or second < 50:
+                    u.send(body[len(u.stream.body) : size])
+            self.tick()
+            sent_at[second] = size
+            allowed = sent_at.get(second - 300, 0)
+            self.assertLessEqual(self.game.visible, allowed, second)
+        self.assertEqual(self.game.visible, sent_at[399 - 300])  # and it does progress
+
+    def test_slice_is_shared_between_watchers(self):
+        a = self.uploader()
+        a.send(recording("example"))
+        a.leave()
+        self.tick()
+        first = self.game.read(0, self.game.visible)
+        self.assertIs(self.game.read(0, self.game.visible), first)
+        self.assertEqual(len(first), min(64 * 1024, self.game.visible))
+
+
+class StallRule(GameTestCase):
+    def test_a_silent_uploader_holds_the_replay_back_for_a_bounded_time(self):
+        header, body = split(recording("example"))
+        talker, silent = self.uploader("talker"), self.uploader("silent")
+        talker.send(header)
+        silent.send(header)  # then nothing, while staying connected
+        pieces = chunks(body, [40])
+        for second, piece in enumerate(pieces, start=1):
+            talker.send(piece)
+            self.tick()
+            if second <= self.settings.stall_timeout:
+                self.assertFalse(silent.stream.stalled)
+            if second < 300:
+                self.assertEqual(self.game.visible, 0)
+        self.assertTrue(silent.stream.stalled)
+        # stalled after 60 s: the delay alone now limits the watchers
+        self.assertEqual(self.game.visible, (len(pieces) - 300) * 40)
+        self.assertIs(self.game.state, State.ACCEPTING)
+
+    def test_silence_while_nobody_sends_is_no_stall(self):
+        header, body = split(recording("example"))
+        a, b = self.uploader(), self.uploader()
+        a.send(header + body[:100])
+        b.send(header + body[:100])
+        self.tick(1, 200)  # the game is paused: nobody sends
+        self.assertFalse(a.stream.stalled or b.stream.stalled)
+
+    def test_stalled_uploader_votes_again_when_it_sends(self):
+        header, body = split(recording("example"))
+        a, b = self.uploader(), self.uploader()
+        a.send(header)
+        b.send(header)
+        for second in range(70):
+            a.send(body[second * 10 : second * 10 + 10])
+            self.tick()
+        self.assertTrue(b.stream.stalled)
+        b.send(body[:5])
+        self.tick()
+        self.assertFalse(b.stream.stalled)
+
+    def test_diverging_uploader_is_dropped_and_the_rest_saved(self):
+        uploaders = [self.uploader(f"{i}") for i in range(6)]
+        for i, u in enumerate(uploaders):
+            for piece in chunks(recording(f"diverging_1/{i}"), [333, 4000, 17]):
+                u.send(piece)
+        self.tick()
+        for u in uploaders:
+            u.leave()
+        self.tick(30)
+        self.assertEqual(self.saves.replays[0].body, split(recording("diverging_1/5"))[1])
+        self.assertTrue(uploaders[0].stream.dropped and uploaders[2].stream.dropped)
+        self.assertEqual(uploaders[0].stream.body, b"")
+
+
+class Registry(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.saves = Saves()
+        self.registry = GameRegistry(SETTINGS, self.clock, self.saves)
+        self.registry.startService()
+
+    def tearDown(self):
+        if self.registry.running:
+            self.registry.stopService()
+
+    def test_one_game_per_id(self):
+        game, why = self.registry.game_for_upload(5)
+        self.assertEqual(why, "")
+        self.assertIs(self.registry.game_for_upload(5)[0], game)
+        self.assertIs(self.registry.game_for_watch(5), game)
+        self.assertIsNone(self.registry.game_for_watch(6))
+
+    def test_one_timer_drives_every_game(self):
+        header, body = split(recording("example"))
+        games = [self.registry.game_for_upload(i)[0] for i in range(3)]
+        for game in games:
+            uploader = FakeUploader(game)
+            game.add_uploader(uploader)
+            uploader.send(header + body)
+            uploader.leave()
+        self.clock.advance(SETTINGS.sample_interval)
+        self.assertEqual([g.visible for g in games], [len(body)] * 3)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1 + 3 * 2)  # ticker + grace and forced end each
+
+    def test_saved_game_refuses_late_uploaders(self):
+        game, _ = self.registry.game_for_upload(5)
+        uploader = FakeUploader(game)
+        game.add_uploader(uploader)
+        uploader.send(recording("example"))
+        uploader.leave()
+        done = self.registry.when_done(5)
+        self.clock.advance(SETTINGS.grace + 1)
+        self.successResultOf(done)
+        self.assertNotIn(5, self.registry.games)
+        game, why = self.registry.game_for_upload(5)
+        self.assertIsNone(game)
+        self.assertIn("already been saved", why)
+        self.assertIsNone(self.registry.game_for_watch(5))
+        self.successResultOf(self.registry.when_done(5))
+        self.assertEqual(len(self.saves.replays), 1)
+        # after an hour the id is forgotten
+        self.clock.advance(GameRegistry.remember_ended + 1)
+        self.assertIsNotNone(self.registry.game_for_upload(5)[0])
+
+    def test_ending_game_refuses_uploaders_but_not_watchers(self):
+        self.saves.hold = True
+        game, _ = self.registry.game_for_upload(5)
+        game.end("test")
+        self.assertIsNone(self.registry.game_for_upload(5)[0])
+        self.assertIs(self.registry.game_for_watch(5), game)
+
+    def test_stop_ends_and_saves_every_game(self):
+        self.saves.hold = True
+        for game_id in (1, 2):
+            game, _ = self.registry.game_for_upload(game_id)
+            uploader = FakeUploader(game)
+            game.add_uploader(uploader)
+            uploader.send(recording("example"))
+        watcher = FakeWatcher(self.registry.games[1])
+        self.registry.games[1].add_watcher(watcher)
+        stopped = self.registry.stopService()
+        self.assertNoResult(stopped)
+        self.assertEqual(sorted(r.game_id for r in self.saves.replays), [1, 2])
+        for d in self.saves.pending:
+            d.callback(None)
+        self.successResultOf(stopped)
+        self.assertTrue(watcher.closed)
+        self.assertEqual(self.registry.games, {})

@@ -1,0 +1,56 @@
+import json
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from faf_replay.metadata import header_facts, login_from_name, standalone_metadata
+from tests.recordings import DATA, recording, split
+
+SPEC_KEYS = {
+    "uid", "complete", "state", "featured_mod", "featured_mod_versions", "game_type", "recorder",
+    "host", "launched_at", "game_end", "title", "mapname", "num_players", "teams", "version",
+    "compression",
+}  # fmt: skip
+
+
+class Standalone(SynchronousTestCase):
+    def test_every_key(self):
+        header, _ = split(recording("example"))
+        meta = standalone_metadata(7, header, recorder="MazorNoob", launched_at=10.7, game_end=99.2)
+        self.assertEqual(set(meta), SPEC_KEYS)
+        self.assertEqual(meta["uid"], 7)
+        self.assertEqual((meta["version"], meta["compression"]), (2, "zstd"))
+        self.assertEqual((meta["launched_at"], meta["game_end"]), (10, 99))
+        self.assertIs(meta["complete"], True)
+        self.assertEqual(meta["state"], "PLAYING")
+        self.assertEqual(meta["featured_mod"], "faf")
+        json.dumps(meta)
+
+    def test_agrees_with_the_production_file(self):
+        """22373098.fafreplay was saved by FAF's server with database metadata."""
+        production = json.loads((DATA / "22373098.fafreplay").read_bytes().split(b"\n")[0])
+        facts = header_facts(split(recording("22373098"))[0])
+        for key in ("mapname", "teams", "num_players", "game_type"):
+            self.assertEqual(facts[key], production[key], key)
+
+    def test_teams_and_players(self):
+        facts = header_facts(split(recording("diverging_1/3"))[0])
+        self.assertEqual(facts["num_players"], 6)
+        self.assertEqual(
+            {team: sorted(names) for team, names in facts["teams"].items()},
+            {"2": ["Geosearchef", "ShugoTenshi", "galacticfear"], "3": ["Katharsas", "Neroxis", "ZLO"]},
+        )
+        self.assertEqual(facts["mapname"], "paradisebay.v0007")
+
+    def test_header_the_parser_refuses(self):
+        header = split(recording("example"))[0]
+        broken = header[:200]
+        facts = header_facts(broken)
+        self.assertEqual(facts["mapname"], "SCMP_016")
+        self.assertEqual(facts["teams"], {})
+        self.assertEqual(header_facts(b"garbage")["mapname"], "None")
+
+    def test_login_from_name(self):
+        self.assertEqual(login_from_name("Rowan.SCFAreplay"), "Rowan")
+        self.assertEqual(login_from_name("rowan.scfareplay"), "rowan")
+        self.assertEqual(login_from_name("a/b"), "a/b")
+        self.assertEqual(login_from_name(""), "")
