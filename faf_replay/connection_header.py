@@ -81,9 +81,7 @@ class ConnectionHeaderParser:
         end = buffer.find(b"\0", 2, 2 + MAX_HEADER_BODY)
         if end < 0:
             if len(buffer) >= 2 + MAX_HEADER_BODY:
-                raise ConnectionHeaderError(
-                    f"no NUL within {MAX_HEADER_BODY} bytes of the connection header"
-                )
+                raise ConnectionHeaderError(f"no NUL within {MAX_HEADER_BODY} bytes of the connection header")
             self._buffer = buffer
             return None
         self._buffer = b""

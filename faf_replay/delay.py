@@ -13,7 +13,7 @@ from collections import deque
 
 
 class DelayWindow:
-    __slots__ = ("delay", "_samples")
+    __slots__ = ("_samples", "delay")
 
     def __init__(self, delay: float) -> None:
         if delay < 0:

@@ -109,9 +109,7 @@ class Game:
         # A game nobody uploads to ends like one everybody left.
         self._grace_call: IDelayedCall | None = self._start_grace()
         self._drain_call: IDelayedCall | None = None
-        self._forced_call: IDelayedCall | None = clock.callLater(
-            settings.forced_end, self.end, "forced end"
-        )
+        self._forced_call: IDelayedCall | None = clock.callLater(settings.forced_end, self.end, "forced end")
 
     def __repr__(self) -> str:
         return f"<Game {self.game_id} {self.state.value}>"
@@ -241,8 +239,7 @@ class Game:
             stream.drop()
             metrics.diverged_uploads.inc()
             log.warn(
-                "game {game_id}: upload {name!r} diverged at body byte {position}; "
-                "its data is discarded",
+                "game {game_id}: upload {name!r} diverged at body byte {position}; its data is discarded",
                 game_id=self.game_id,
                 name=stream.name,
                 position=position,
@@ -286,8 +283,7 @@ class Game:
         self.finished = True
         ended_at = self._clock.seconds()
         log.info(
-            "game {game_id}: write phase over ({reason}) after {duration:.0f} s, "
-            "{length} body bytes merged",
+            "game {game_id}: write phase over ({reason}) after {duration:.0f} s, {length} body bytes merged",
             game_id=self.game_id,
             reason=reason,
             duration=ended_at - self.started_at,
@@ -314,9 +310,7 @@ class Game:
         if not self._watchers:
             self._finish()
         else:
-            self._drain_call = self._clock.callLater(
-                self._settings.drain_timeout, self.close_watchers
-            )
+            self._drain_call = self._clock.callLater(self._settings.drain_timeout, self.close_watchers)
 
     def close_watchers(self) -> None:
         for watcher in list(self._watchers):

@@ -162,11 +162,7 @@ class QuorumMerge:
         """Streams with data past the committed length, and those that might
         still send some (connected, not stalled)."""
         ahead = [s for s in self._streams if len(s.body) > self.length]
-        pending = [
-            s
-            for s in self._streams
-            if len(s.body) <= self.length and not s.ended and not s.stalled
-        ]
+        pending = [s for s in self._streams if len(s.body) <= self.length and not s.ended and not s.stalled]
         return ahead, pending
 
     def _resolve_split(self, ahead: list[MergeStream], pending: list[MergeStream]) -> bool:

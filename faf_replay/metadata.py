@@ -45,7 +45,7 @@ def header_facts(header: bytes) -> dict[str, Any]:
     facts: dict[str, Any] = {"mapname": "None", "teams": {}, "num_players": 0, "game_type": "unknown"}
     try:
         parsed = fafreplay.Parser().parse_header(header)
-    except Exception:  # noqa: BLE001 - a header the parser refuses still gets a file
+    except Exception:
         parsed = None
     if not isinstance(parsed, dict):
         folder = _folder_from_raw(header)

@@ -27,8 +27,12 @@ rejected_connections = Counter(
 received_bytes = Counter("replayserver_received_bytes", "Replay bytes received from uploaders.")
 sent_bytes = Counter("replayserver_sent_bytes", "Replay bytes sent to watchers.")
 diverged_uploads = Counter("replayserver_diverged_uploads", "Uploads dropped for disagreeing with the merge.")
-stalled_uploads = Counter("replayserver_stalled_uploads", "Uploads that stopped counting as voters after a stall.")
-save_failures = Counter("replayserver_save_failures", "Replays that could not be saved, by reason.", ["reason"])
+stalled_uploads = Counter(
+    "replayserver_stalled_uploads", "Uploads that stopped counting as voters after a stall."
+)
+save_failures = Counter(
+    "replayserver_save_failures", "Replays that could not be saved, by reason.", ["reason"]
+)
 save_seconds = Histogram(
     "replayserver_save_duration_seconds",
     "From the end of a game's write phase to its file in the vault.",

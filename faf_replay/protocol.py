@@ -53,9 +53,7 @@ class ReplayProtocol(Protocol):
         self.peer = describe_peer(self.transport.getPeer())
         metrics.active_connections.labels("initial").inc()
         self._initial = True
-        self._timeout = self._clock.callLater(
-            self._registry.settings.header_timeout, self._header_timed_out
-        )
+        self._timeout = self._clock.callLater(self._registry.settings.header_timeout, self._header_timed_out)
 
     def dataReceived(self, data: bytes) -> None:
         if self._sub is not None:

@@ -76,7 +76,7 @@ class ReplayHeaderScanner:
     fed, for the caller to split into header and body.
     """
 
-    __slots__ = ("buffer", "length", "found", "_limit", "_pos", "_nul_from", "_walk", "_request")
+    __slots__ = ("_limit", "_nul_from", "_pos", "_request", "_walk", "buffer", "found", "length")
 
     def __init__(self, limit: int = MAX_HEADER_SIZE) -> None:
         self.buffer = bytearray()

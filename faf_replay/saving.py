@@ -95,4 +95,3 @@ class Saver:
         else:
             metrics.save_failures.labels("error").inc()
             log.failure("game {game_id}: saving failed", failure, game_id=replay.game_id)
-        return None

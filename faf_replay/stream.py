@@ -16,16 +16,16 @@ __all__ = ["ReplayHeaderError", "UploadStream"]
 
 class UploadStream:
     __slots__ = (
-        "name",
-        "header",
-        "body",
-        "received",
-        "ended",
-        "dropped",
-        "stalled",
-        "silent_for",
-        "_scanner",
         "_sampled",
+        "_scanner",
+        "body",
+        "dropped",
+        "ended",
+        "header",
+        "name",
+        "received",
+        "silent_for",
+        "stalled",
     )
 
     def __init__(self, name: str) -> None:

@@ -1,3 +1,5 @@
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -15,7 +17,7 @@ def parse_in_pieces(data: bytes, cuts: list[int]):
     parser = ConnectionHeaderParser()
     result = None
     bounds = [0, *sorted(set(cuts)), len(data)]
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         result = parser.feed(data[start:end])
         if result is not None:
             return result, data[end:]
@@ -48,7 +50,7 @@ class GoodHeaders(SynchronousTestCase):
 
     def test_bytes_after_the_nul_are_handed_back(self):
         parser = ConnectionHeaderParser()
-        header, rest = parser.feed(b"P/1/x\0Supreme Commander")
+        _header, rest = parser.feed(b"P/1/x\0Supreme Commander")
         self.assertEqual(rest, b"Supreme Commander")
 
     def test_every_split_point(self):
@@ -150,7 +152,7 @@ class Properties(SynchronousTestCase):
         bounds = [0, *sorted(c for c in set(cuts) if c < len(data)), len(data)]
         rest = b""
         result = None
-        for start, end in zip(bounds, bounds[1:], strict=False):
+        for start, end in itertools.pairwise(bounds):
             if result is None:
                 result = parser.feed(data[start:end])
                 if result is not None:

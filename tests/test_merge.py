@@ -256,7 +256,7 @@ class Properties(SynchronousTestCase):
         st.lists(st.integers(0, 300), min_size=1, max_size=5),
     )
     def test_never_a_splice(self, family, quorum, steps, lags):
-        honest, full_copies, finals, poisoners = family
+        honest, full_copies, finals, _poisoners = family
         streams = [Stream(name=str(i)) for i in range(len(finals))]
         merge = QuorumMerge(quorum)
         for s in streams:

@@ -135,7 +135,7 @@ class ConnectionHeader(ProtocolTestCase):
         self.assertEqual(len(self.logs.lines(LogLevel.warn)), 1)
 
     def test_header_timeout_is_cancelled_by_the_header(self):
-        protocol, transport = self.connect()
+        protocol, _transport = self.connect()
         protocol.dataReceived(b"G/1/x\0")  # unknown game: closed at once anyway
         protocol2, transport2 = self.connect()
         protocol2.dataReceived(b"P/1/x\0")
@@ -185,14 +185,14 @@ class Uploads(ProtocolTestCase):
         header, _ = split(recording("example"))
         mods_size_at = header.index(b"\0", header.index(b"\0") + 4) + 5
         stream = header[:mods_size_at] + b"\x00\x00\x00\x80"  # 2 GiB of mods, says the size
-        protocol, transport = self.upload(5, stream)
+        _protocol, transport = self.upload(5, stream)
         self.assertTrue(transport.disconnecting)
 
     def test_upload_for_a_saved_game_is_refused(self):
         protocol, transport = self.upload(5, recording("example"))
         self.disconnect(protocol, transport)
         self.advance(self.settings.grace + 1)
-        late, late_transport = self.upload(5, recording("8805603"))
+        _late, late_transport = self.upload(5, recording("8805603"))
         self.assertTrue(late_transport.disconnecting)
         self.assertEqual(len(self.saves.replays), 1)
         [line] = self.logs.matching("refused")
@@ -223,12 +223,14 @@ class Watchers(ProtocolTestCase):
 
     def test_unknown_game_is_closed_at_once_with_nothing_sent(self):
         before = metric("replayserver_served_connections_total", result="No replay matched")
-        protocol, transport = self.watch(404)
+        _protocol, transport = self.watch(404)
         self.assertTrue(transport.disconnecting)
         self.assertEqual(transport.value(), b"")
-        self.assertEqual(metric("replayserver_served_connections_total", result="No replay matched"), before + 1)
+        self.assertEqual(
+            metric("replayserver_served_connections_total", result="No replay matched"), before + 1
+        )
         self.assertEqual(self.logs.lines(LogLevel.warn), [])
-        [line] = self.logs.matching("no live replay of game 404")
+        [_line] = self.logs.matching("no live replay of game 404")
 
     def test_header_at_once_then_delayed_body_then_eof_after_linger(self):
         uploader, up_transport, header, body = self.start_game()
@@ -256,13 +258,13 @@ class Watchers(ProtocolTestCase):
         self.assertEqual(len(self.logs.matching("whole replay sent")), 1)
 
     def test_late_watcher_catches_up_at_once(self):
-        uploader, up_transport, header, body = self.start_game()
+        uploader, _up_transport, header, body = self.start_game()
         for piece in chunks(body, [1000]):
             uploader.dataReceived(piece)
             self.advance(1)
         visible = self.registry.games[5].visible
         self.assertGreater(visible, 0)
-        watcher, transport = self.watch()
+        _watcher, transport = self.watch()
         self.assertEqual(transport.value(), header + body[:visible])
 
     def test_paused_watcher_gets_nothing_until_resumed(self):
@@ -282,7 +284,7 @@ class Watchers(ProtocolTestCase):
     def test_slow_watcher_does_not_slow_others(self):
         uploader, up_transport, header, body = self.start_game()
         slow, slow_transport = self.watch()
-        fast, fast_transport = self.watch()
+        _fast, fast_transport = self.watch()
         slow._sub.pauseProducing()
         uploader.dataReceived(body)
         self.disconnect(uploader, up_transport)
@@ -291,16 +293,16 @@ class Watchers(ProtocolTestCase):
         self.assertEqual(slow_transport.value(), header)
 
     def test_watcher_leaving_early(self):
-        uploader, up_transport, header, body = self.start_game()
+        _uploader, _up_transport, _header, _body = self.start_game()
         watcher, transport = self.watch()
         self.disconnect(watcher, transport)
         self.assertEqual(self.registry.games[5].watcher_count, 0)
-        [line] = self.logs.matching("before the end")
+        [_line] = self.logs.matching("before the end")
 
     def test_game_with_no_replay_data_closes_watchers(self):
         uploader, up_transport = self.connect()
         uploader.dataReceived(b"P/6/a\0")
-        watcher, transport = self.watch(6)
+        _watcher, transport = self.watch(6)
         self.disconnect(uploader, up_transport)
         self.advance(self.settings.grace + self.settings.linger + 1)
         self.assertTrue(transport.disconnecting)

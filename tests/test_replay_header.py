@@ -1,3 +1,4 @@
+import itertools
 import struct
 
 from hypothesis import given, settings
@@ -11,7 +12,7 @@ from tests.recordings import ALL, recording, split
 def scan(data: bytes, cuts=()) -> int | None:
     scanner = ReplayHeaderScanner()
     bounds = [0, *sorted(set(cuts)), len(data)]
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         length = scanner.feed(data[start:end])
         if length is not None:
             return length
