@@ -13,11 +13,13 @@ stops the worker threads.
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
@@ -26,6 +28,7 @@ from faf_replay.registry import GameRegistry
 from faf_replay.saving import Saver
 from faf_replay.settings import Settings, SettingsError, load_toml
 
+log = Logger()
 _DEFAULTS = Settings()
 _HELP = {
     "port": "strports endpoint for game clients",
@@ -116,7 +119,35 @@ class FafReplayService(MultiService):
         return d
 
 
+class ExitCleanlyOnSignal(Service):
+    """SIGTERM and SIGINT stop the reactor, and twistd then exits 0.
+
+    Twisted's own handlers make twistd re-raise the signal once the reactor has
+    stopped, so the process dies "by SIGTERM" even after a clean shutdown. A
+    server that saved every replay has succeeded; say so to the supervisor.
+    The handlers go in once the reactor runs (it installs its own first).
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        self._reactor.callWhenRunning(self._install)
+
+    def _install(self) -> None:
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, self._received)
+
+    def _received(self, number: int, frame: object) -> None:
+        log.info("received {signal}: stopping", signal=signal.Signals(number).name)
+        self._reactor.callFromThread(self._reactor.stop)
+
+
 def makeService(options: Options, reactor: Any = None) -> FafReplayService:
+    """The service tree; ``reactor=None`` means "run by twistd": the global
+    reactor, and twistd's signal handling made to exit 0 after a clean stop."""
+    under_twistd = reactor is None
     if reactor is None:
         from twisted.internet import reactor  # noqa: PLC0415 - twistd installs it first
     settings: Settings = options.settings
@@ -125,4 +156,7 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
     registry = GameRegistry(settings, reactor, saver.save)
     factory = ReplayFactory(registry, reactor)
     listener = strports.service(settings.port, factory, reactor=reactor)
-    return FafReplayService(listener, registry, workers)
+    service = FafReplayService(listener, registry, workers)
+    if under_twistd:
+        ExitCleanlyOnSignal(reactor).setServiceParent(service)
+    return service

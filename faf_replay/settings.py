@@ -88,21 +88,19 @@ def _check_duration(name: str, value: float, *, allow_zero: bool) -> None:
 
 def _convert(name: str, kind: Any, value: Any) -> Any:
     kind = {"float": float, "int": int, "str": str}.get(kind, kind)
-    if isinstance(value, bool):
-        raise SettingsError(f"{name} must be a {kind.__name__}, not a boolean")
-    if kind is str:
-        if not isinstance(value, str):
-            raise SettingsError(f"{name} must be a string, not {value!r}")
-        return value
+    expected = _KIND_NAMES[kind]
+    # The command line gives strings for everything; TOML gives typed values.
+    if isinstance(value, bool) or (kind is str and not isinstance(value, str)):
+        raise SettingsError(f"{name} must be {expected}, not {value!r}")
     if kind is int and isinstance(value, float):
-        raise SettingsError(f"{name} must be a whole number, not {value!r}")
+        raise SettingsError(f"{name} must be {expected}, not {value!r}")
     try:
         return kind(value)
     except (TypeError, ValueError):
-        raise SettingsError(f"{name} must be a {_KIND_NAMES[kind]}, not {value!r}") from None
+        raise SettingsError(f"{name} must be {expected}, not {value!r}") from None
 
 
-_KIND_NAMES = {float: "number of seconds", int: "whole number"}
+_KIND_NAMES = {float: "a number of seconds", int: "a whole number", str: "a string"}
 
 
 def load_toml(path: str) -> dict[str, Any]:

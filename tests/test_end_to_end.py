@@ -153,3 +153,34 @@ class EndToEnd(TestCase):
         self.assertEqual((yield watcher.done), split(recording("example"))[0])
         _, scfa = read_saved(service.registry.settings.vault, 13)
         self.assertEqual(scfa, recording("example"))
+
+
+class Backpressure(TestCase):
+    """A watcher that stops reading costs a bounded buffer and slows nobody."""
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_slow_watcher(self):
+        service, port = yield start_server(self, delay="0.1", grace="1")
+        header, body = split(recording("example"))
+        stream = header + body * 500  # ~20 MB: more than the kernel's socket buffers hold
+        uploader = Uploader(21, "p.SCFAreplay", stream, [256 * 1024], pause=0.001)
+        yield connect(port, uploader)
+        yield sleep(0.05)
+        slow, fast = Watcher(21, "slow"), Watcher(21, "fast")
+        yield connect(port, slow)
+        slow.transport.pauseProducing()  # stop reading from the socket
+        yield connect(port, fast)
+        received = yield fast.done
+        self.assertEqual(received, stream)
+
+        game = service.registry.games[21]
+        [download] = [w for w in game._watchers if w.name == "slow"]
+        transport = download.transport
+        buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        self.assertLessEqual(buffered, transport.bufferSize + 64 * 1024)
+        self.assertLess(download.sent, len(stream) // 2)  # most of it is still only in the game
+
+        slow.transport.resumeProducing()
+        self.assertEqual((yield slow.done), stream)

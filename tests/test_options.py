@@ -1,0 +1,103 @@
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from faf_replay.server_tap import Options
+from faf_replay.settings import Settings, SettingsError
+
+
+def parse(*argv: str) -> Settings:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options.settings
+
+
+class CommandLine(SynchronousTestCase):
+    def test_defaults_are_the_anchors_production_values(self):
+        settings = parse()
+        self.assertEqual(settings.port, "tcp:15000")
+        self.assertEqual(settings.vault, "replays")
+        self.assertEqual((settings.delay, settings.sample_interval), (300, 1))
+        self.assertEqual((settings.grace, settings.forced_end, settings.header_timeout), (30, 18000, 21600))
+        self.assertEqual((settings.quorum, settings.zstd_level), (2, 10))
+
+    def test_every_option(self):
+        settings = parse(
+            "--port=tcp:1234",
+            "--vault=/srv/replays",
+            "--delay=0.25",
+            "--sample-interval=0.05",
+            "--grace=1.5",
+            "--forced-end=60",
+            "--header-timeout=2",
+            "--quorum=3",
+            "--zstd-level=19",
+            "--stall-timeout=5",
+            "--linger=0",
+            "--drain-timeout=9",
+        )
+        self.assertEqual(
+            settings,
+            Settings(
+                port="tcp:1234",
+                vault="/srv/replays",
+                delay=0.25,
+                sample_interval=0.05,
+                grace=1.5,
+                forced_end=60,
+                header_timeout=2,
+                quorum=3,
+                zstd_level=19,
+                stall_timeout=5,
+                linger=0,
+                drain_timeout=9,
+            ),
+        )
+
+    def test_bad_values_are_usage_errors(self):
+        for argv, message in [
+            (["--delay=abc"], "delay must be a number of seconds"),
+            (["--delay=-1"], "delay must be a number of seconds"),
+            (["--delay=nan"], "delay must be a number of seconds"),
+            (["--sample-interval=0"], "sample_interval must be a number of seconds, more than zero"),
+            (["--quorum=0"], "quorum must be at least 1"),
+            (["--quorum=1.5"], "quorum must be a whole number"),
+            (["--zstd-level=30"], "zstd_level must be between 1 and 22"),
+            (["--port="], "port must be"),
+            (["--no-such-option=1"], "no-such-option"),
+        ]:
+            with self.assertRaises(usage.UsageError) as caught:
+                parse(*argv)
+            self.assertIn(message, str(caught.exception))
+
+
+class ConfigFile(SynchronousTestCase):
+    def write(self, text: str) -> str:
+        path = self.mktemp()
+        with open(path, "w") as file:
+            file.write(text)
+        return path
+
+    def test_file_values_and_command_line_wins(self):
+        path = self.write('port = "tcp:2000"\ndelay = 5\nzstd-level = 3\nvault = "v"\n')
+        settings = parse(f"--config={path}", "--delay=7")
+        self.assertEqual((settings.port, settings.delay, settings.zstd_level, settings.vault), ("tcp:2000", 7, 3, "v"))
+
+    def test_file_errors(self):
+        for text, message in [
+            ("delay = 'soon'\n", "delay must be a number of seconds"),
+            ("quorum = true\n", "quorum must be a whole number, not True"),
+            ("port = 15000\n", "port must be a string, not 15000"),
+            ("colour = 'red'\n", "unknown setting(s): colour"),
+            ("delay = = 1\n", "not valid TOML"),
+        ]:
+            with self.assertRaises(usage.UsageError) as caught:
+                parse(f"--config={self.write(text)}")
+            self.assertIn(message, str(caught.exception))
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--config=/nonexistent/faf-replay.toml")
+        self.assertIn("cannot read config file", str(caught.exception))
+
+    def test_settings_check_directly(self):
+        self.assertRaises(SettingsError, Settings, grace=-1)
+        self.assertRaises(SettingsError, Settings, linger=float("inf"))
+        self.assertEqual(Settings(delay=0).delay, 0)

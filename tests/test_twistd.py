@@ -1,0 +1,158 @@
+"""``twistd faf-replay`` as a real process: usage errors, a taken port, SIGTERM."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import sys
+from pathlib import Path
+
+import fafreplay
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import Factory, Protocol, ProcessProtocol
+from twisted.trial.unittest import TestCase
+
+from faf_replay.vault import vault_path
+from tests.clients import Uploader, Watcher, connect
+from tests.recordings import recording
+
+ROOT = Path(__file__).resolve().parent.parent
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+class Twistd(ProcessProtocol):
+    """Runs twistd, collects its output and tells when it listens and when it exits."""
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.port: int | None = None
+        self.exited: Deferred = Deferred()
+        self._listening: Deferred | None = None
+
+    def listening(self) -> Deferred:
+        """Fires with the game port; fails if twistd exits first."""
+        self._listening = Deferred()
+        if self.port is not None:
+            self._listening.callback(self.port)
+        elif self.exited.called:
+            self._listening.errback(RuntimeError(self.output.decode(errors="replace")))
+        return self._listening
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        match = re.search(rb"ReplayFactory starting on (\d+)", self.output)
+        if match and self.port is None:
+            self.port = int(match.group(1))
+            if self._listening is not None:
+                self._listening.callback(self.port)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:
+        code = 0 if reason.check(ProcessDone) else reason.value.exitCode
+        if reason.check(ProcessTerminated) and reason.value.signal is not None:
+            code = -reason.value.signal
+        if self._listening is not None and not self._listening.called:
+            self._listening.errback(RuntimeError(self.output.decode(errors="replace")))
+        self.exited.callback(code)
+
+
+class TwistdProcess(TestCase):
+    timeout = 60
+
+    def run_twistd(self, *args: str) -> Twistd:
+        protocol = Twistd()
+        self.cwd = self.mktemp()
+        os.makedirs(self.cwd)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.process = reactor.spawnProcess(
+            protocol, sys.executable, [*TWISTD, "-n", "--pidfile=", "faf-replay", *args], env=env, path=self.cwd
+        )
+
+        def kill_leftover():
+            if not protocol.exited.called:
+                self.process.signalProcess("KILL")
+                return protocol.exited
+
+        self.addCleanup(kill_leftover)
+        return protocol
+
+    @inlineCallbacks
+    def test_help_lists_every_option(self):
+        twistd = self.run_twistd("--help")
+        code = yield twistd.exited
+        self.assertEqual(code, 0)
+        for option in ["--port", "--vault", "--delay", "--sample-interval", "--grace", "--forced-end",
+                       "--header-timeout", "--quorum", "--zstd-level", "--config"]:  # fmt: skip
+            self.assertIn(option.encode(), twistd.output)
+
+    @inlineCallbacks
+    def test_bad_value_is_a_usage_error(self):
+        twistd = self.run_twistd("--delay=soon")
+        code = yield twistd.exited
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"delay must be a number of seconds", twistd.output)
+
+    @inlineCallbacks
+    def test_taken_port_fails(self):
+        taken = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(taken.stopListening)
+        twistd = self.run_twistd(f"--port=tcp:{taken.getHost().port}:interface=127.0.0.1")
+        code = yield twistd.exited
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"Address already in use", twistd.output)
+
+    @inlineCallbacks
+    def test_sigterm_saves_every_running_replay_and_exits_0(self):
+        twistd = self.run_twistd(
+            "--port=tcp:0:interface=127.0.0.1", "--sample-interval=0.05", "--delay=0.2", "--vault=vault"
+        )
+        port = yield twistd.listening()
+        uploaders = []
+        for game_id, name in [(100, "example"), (101, "8805603"), (102, "22373098")]:
+            uploader = Uploader(game_id, "p.SCFAreplay", recording(name), [3000])
+            uploader.keep_open = True  # still playing when the server is stopped
+            uploaders.append(uploader)
+            yield connect(port, uploader)
+        for uploader in uploaders:
+            yield uploader.sent_all
+        watcher = Watcher(100)
+        yield connect(port, watcher)
+        yield watcher.first_data
+        self.process.signalProcess("TERM")
+        code = yield twistd.exited
+        self.assertEqual(code, 0, twistd.output.decode(errors="replace"))
+        for uploader in uploaders:
+            yield uploader.done
+        yield watcher.done
+        for game_id, name in [(100, "example"), (101, "8805603"), (102, "22373098")]:
+            path = vault_path(Path(self.cwd, "vault"), game_id)
+            with path.open("rb") as file:
+                self.assertEqual(fafreplay.extract_scfa(file), recording(name))
+        self.assertIn(b"shutting down: ending 3 running replay(s)", twistd.output)
+
+    @inlineCallbacks
+    def test_default_vault_is_replays_in_the_working_directory(self):
+        twistd = self.run_twistd("--port=tcp:0:interface=127.0.0.1", "--grace=0.1", "--delay=0")
+        port = yield twistd.listening()
+        uploader = Uploader(5, "p.SCFAreplay", recording("8805603"), [10000])
+        yield connect(port, uploader)
+        yield uploader.done
+        path = vault_path(Path(self.cwd, "replays"), 5)
+        for _ in range(100):
+            if path.exists():
+                break
+            yield deferLaterSeconds(0.05)
+        self.process.signalProcess("INT")
+        self.assertEqual((yield twistd.exited), 0)
+        self.assertEqual(fafreplay.extract_scfa(io.BytesIO(path.read_bytes())), recording("8805603"))
+
+
+def deferLaterSeconds(seconds: float) -> Deferred:
+    from twisted.internet.task import deferLater  # noqa: PLC0415
+
+    return deferLater(reactor, seconds, lambda: None)
+
