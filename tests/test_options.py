@@ -80,7 +80,9 @@ class ConfigFile(SynchronousTestCase):
     def test_file_values_and_command_line_wins(self):
         path = self.write('port = "tcp:2000"\ndelay = 5\nzstd-level = 3\nvault = "v"\n')
         settings = parse(f"--config={path}", "--delay=7")
-        self.assertEqual((settings.port, settings.delay, settings.zstd_level, settings.vault), ("tcp:2000", 7, 3, "v"))
+        self.assertEqual(
+            (settings.port, settings.delay, settings.zstd_level, settings.vault), ("tcp:2000", 7, 3, "v")
+        )
 
     def test_file_errors(self):
         for text, message in [

@@ -12,7 +12,7 @@ import fafreplay
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.protocol import Factory, Protocol, ProcessProtocol
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.trial.unittest import TestCase
 
 from faf_replay.vault import vault_path
@@ -68,9 +68,8 @@ class TwistdProcess(TestCase):
         self.cwd = self.mktemp()
         os.makedirs(self.cwd)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.process = reactor.spawnProcess(
-            protocol, sys.executable, [*TWISTD, "-n", "--pidfile=", "faf-replay", *args], env=env, path=self.cwd
-        )
+        argv = [*TWISTD, "-n", "--pidfile=", "faf-replay", *args]
+        self.process = reactor.spawnProcess(protocol, sys.executable, argv, env=env, path=self.cwd)
 
         def kill_leftover():
             if not protocol.exited.called:
@@ -155,4 +154,3 @@ def deferLaterSeconds(seconds: float) -> Deferred:
     from twisted.internet.task import deferLater  # noqa: PLC0415
 
     return deferLater(reactor, seconds, lambda: None)
-
