@@ -27,7 +27,7 @@ from twisted.logger import Logger
 
 from faf_replay import metrics
 from faf_replay.delay import DelayWindow
-from faf_replay.merge import QuorumMerge
+from faf_replay.merge import QuorumMerge, StallRule
 from faf_replay.metadata import login_from_name
 from faf_replay.settings import Settings
 from faf_replay.stream import UploadStream
@@ -89,7 +89,6 @@ class Game:
         self._save = save
         self._on_done = on_done
         self.started_at = clock.seconds()
-        self._last_tick = self.started_at
 
         self.header: bytes | None = None
         #: Body bytes watchers may have; grows at ticks, all of it once finished.
@@ -99,6 +98,7 @@ class Game:
         self.recorder = ""
 
         self._merge = QuorumMerge(settings.quorum)
+        self._stall_rule = StallRule(settings.stall_timeout)
         self._window = DelayWindow(settings.delay)
         self._longest = 0
         self._uploads: set[Uploader] = set()
@@ -196,39 +196,38 @@ class Game:
         """Sample the uploads, merge what the delay allows, publish it."""
         if self.state is not State.ACCEPTING:
             return
-        self._sample(now)
-        limit = self._window.limit(now) if self._uploads else None
-        self._advance(limit)
-
-    def _sample(self, now: float) -> None:
-        elapsed, self._last_tick = now - self._last_tick, now
-        streams = [s for s in self._streams if not s.ended and not s.dropped]
-        grew = [s.sample() for s in streams]
-        someone_sent = any(grew)
-        for stream, sent in zip(streams, grew, strict=True):
-            if sent:
-                if stream.stalled:
-                    log.info(
-                        "game {game_id}: upload {name!r} sends again after a stall",
-                        game_id=self.game_id,
-                        name=stream.name,
-                    )
-                stream.silent_for = 0.0
-                stream.stalled = False
-            elif someone_sent:
-                stream.silent_for += elapsed
-                if not stream.stalled and stream.silent_for >= self._settings.stall_timeout:
-                    stream.stalled = True
-                    metrics.stalled_uploads.inc()
-                    log.warn(
-                        "game {game_id}: upload {name!r} silent for {silent:.0f} s while "
-                        "others sent; no longer waiting for it",
-                        game_id=self.game_id,
-                        name=stream.name,
-                        silent=stream.silent_for,
-                    )
+        for stream in self._streams:
             self._longest = max(self._longest, len(stream.body))
         self._window.record(now, self._longest)
+        limit = self._window.limit(now) if self._uploads else None
+        self._advance(limit)
+        if self._apply_stall_rule(now):
+            self._advance(limit)
+
+    def _apply_stall_rule(self, now: float) -> bool:
+        """Stop waiting for uploads that held the merge back too long; True if any."""
+        merge = self._merge
+        for stream in self._streams:
+            if stream.stalled and len(stream.body) > merge.length:
+                stream.stalled = False
+                log.info(
+                    "game {game_id}: upload {name!r} caught up after a stall; it votes again",
+                    game_id=self.game_id,
+                    name=stream.name,
+                )
+        overdue = self._stall_rule.update(now, merge.waiting_on, merge.wanted)
+        for stream in overdue:
+            assert isinstance(stream, UploadStream)
+            stream.stalled = True
+            metrics.stalled_uploads.inc()
+            log.warn(
+                "game {game_id}: upload {name!r} held the replay back for {timeout:g} s; "
+                "no longer waiting for it",
+                game_id=self.game_id,
+                name=stream.name,
+                timeout=self._stall_rule.timeout,
+            )
+        return bool(overdue)
 
     def _advance(self, limit: int | None, visible_cap: int | None = None) -> None:
         """Merge up to ``limit`` and show watchers what was merged, or at most ``visible_cap``."""

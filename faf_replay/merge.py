@@ -7,7 +7,7 @@ splice of several):
 
 * Bytes are committed only when ``quorum`` streams agree on them, or when every
   stream that could still vote already does (a single uploader, or the others
-  have left or stalled).
+  have left or are no longer waited for).
 * Where the streams disagree, the bigger group wins, ties going to the group
   with the longest stream; no decision is taken while the streams still waiting
   ("pending voters") could make another group as big. Losers are dropped for
@@ -18,7 +18,12 @@ Decisions are lazy: :meth:`QuorumMerge.advance` takes a limit (the delayed
 length the watchers may see), and nothing beyond it is decided, so every
 decision is taken with as much lookahead as the delay gives. Comparisons are
 cached per stream, so each byte is compared about once however often
-``advance`` runs. Pure logic, no Twisted.
+``advance`` runs.
+
+:class:`StallRule` is our fix of the anchors' worst weakness: a connected
+uploader the merge waits for (silent, or sending too slowly to catch up) is
+waited for at most ``timeout`` seconds, then it stops voting until its data
+reaches the merge point again. Pure logic, no Twisted.
 """
 
 from __future__ import annotations
@@ -40,8 +45,8 @@ class MergeStream(Protocol):
         ...
 
     @property
-    def stalled(self) -> bool:
-        """Connected but silent too long while others sent: not waited for."""
+    def voting(self) -> bool:
+        """Worth waiting for while behind: connected, header complete, not stalled."""
         ...
 
 
@@ -83,6 +88,10 @@ class QuorumMerge:
         self._differs: dict[int, bool] = {}
         self._reference: MergeStream | None = None
         self._dropped: list[tuple[MergeStream, int]] = []
+        #: The voters the last ``advance`` stopped to wait for, and where it
+        #: wanted to get to: what :class:`StallRule` watches.
+        self.waiting_on: list[MergeStream] = []
+        self.wanted = 0
 
     # -- inputs ---------------------------------------------------------------
 
@@ -112,6 +121,7 @@ class QuorumMerge:
 
     def advance(self, limit: int | None = None) -> int:
         """Commit as much as the streams allow, up to ``limit`` (``None``: no limit)."""
+        self.waiting_on = []
         if self._reference is None:
             return self.length
         stop = limit if limit is not None else float("inf")
@@ -129,10 +139,13 @@ class QuorumMerge:
             if event > self.length:
                 needed = min(self.quorum, len(ahead) + len(pending))
                 if len(ahead) < needed:
-                    break  # a pending voter may still confirm or contradict
+                    # a pending voter may still confirm or contradict
+                    self._wait_for(pending, min(event, stop))
+                    break
                 self.length = int(min(event, stop))
                 continue
             if not self._resolve_split(ahead, pending):
+                self._wait_for(pending, self.length + 1)
                 break
             # Losers dropped, maybe a new reference: check agreement again.
         self._retire_finished()
@@ -159,11 +172,15 @@ class QuorumMerge:
                 self._drop(stream, known)
 
     def _classify(self) -> tuple[list[MergeStream], list[MergeStream]]:
-        """Streams with data past the committed length, and those that might
-        still send some (connected, not stalled)."""
+        """Streams with data past the committed length, and the voters that
+        might still send some."""
         ahead = [s for s in self._streams if len(s.body) > self.length]
-        pending = [s for s in self._streams if len(s.body) <= self.length and not s.ended and not s.stalled]
+        pending = [s for s in self._streams if len(s.body) <= self.length and not s.ended and s.voting]
         return ahead, pending
+
+    def _wait_for(self, pending: list[MergeStream], wanted: int) -> None:
+        self.waiting_on = pending
+        self.wanted = int(wanted)
 
     def _resolve_split(self, ahead: list[MergeStream], pending: list[MergeStream]) -> bool:
         """Streams ahead disagree at the committed length: pick a side.
@@ -222,3 +239,35 @@ class QuorumMerge:
                 and self._agreed[id(stream)] >= len(stream.body)
             ):
                 self._forget(stream)
+
+
+class StallRule:
+    """How long the merge waits for one voter before it stops counting it.
+
+    Each tick, :meth:`update` is told whom the merge waited for and how far it
+    wanted to get. A wait starts when a voter first holds the merge back; it
+    is over when the voter's data reaches the position wanted at its start (a
+    legitimately lagging uploader does that again and again) or when the voter
+    is no longer waited for. A wait that lasts ``timeout`` seconds returns the
+    voter, to be marked as not voting until its data passes the merge point.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._waits: dict[int, tuple[float, int]] = {}  # id(stream) -> (since, target)
+
+    def update(self, now: float, waiting_on: list[MergeStream], wanted: int) -> list[MergeStream]:
+        keys = {id(s) for s in waiting_on}
+        for key in list(self._waits):
+            if key not in keys:
+                del self._waits[key]
+        overdue = []
+        for stream in waiting_on:
+            since, target = self._waits.get(id(stream), (now, wanted))
+            if len(stream.body) >= target:
+                since, target = now, wanted  # it got there: a new, separate wait
+            self._waits[id(stream)] = (since, target)
+            if now - since >= self.timeout:
+                overdue.append(stream)
+                del self._waits[id(stream)]
+        return overdue

@@ -40,7 +40,7 @@ _HELP = {
     "header_timeout": "seconds a connection has to send its P/ or G/ header",
     "quorum": "uploaders that must agree before bytes are merged",
     "zstd_level": "zstd level of saved replays (1-22)",
-    "stall_timeout": "seconds an uploader may be silent while others send before it is not waited for",
+    "stall_timeout": "seconds the merge waits for one uploader before it stops counting it as a voter",
     "linger": "seconds a watcher's connection stays open after its last byte",
     "drain_timeout": "seconds a saved game waits for slow watchers before closing them",
 }

@@ -38,8 +38,8 @@ class Settings:
     quorum: int = 2
     #: zstd compression level of saved replays.
     zstd_level: int = 10
-    #: Seconds an uploader may stay silent while others send before it stops
-    #: counting as a voter.
+    #: Seconds the merge waits for one uploader (silent, or too slow to catch
+    #: up) before it stops counting it as a voter.
     stall_timeout: float = 60.0
     #: Seconds a watcher's connection stays open after its last byte.
     linger: float = 1.0

@@ -3,8 +3,8 @@
 An :class:`UploadStream` splits the bytes after ``P/…\\0`` into the replay
 header (found with :class:`~faf_replay.replay_header.ReplayHeaderScanner`) and
 the body, which the merge reads. It also carries the few facts the game keeps
-per uploader: whether it ended, whether the merge dropped it, and how long it
-has been silent while others sent (the stall rule). No Twisted here.
+per uploader: whether it ended, whether the merge dropped it, and whether the
+stall rule stopped waiting for it. No Twisted here.
 """
 
 from __future__ import annotations
@@ -37,11 +37,9 @@ class UploadStream:
         self.ended = False
         #: The merge found it diverging: its data is discarded from then on.
         self.dropped = False
-        #: Silent for the stall timeout while others sent: not waited for.
+        #: Held the merge back for the stall timeout: not waited for.
         self.stalled = False
-        self.silent_for = 0.0
         self._scanner: ReplayHeaderScanner | None = ReplayHeaderScanner()
-        self._sampled = 0
 
     def feed(self, data: bytes) -> bool:
         """Take bytes from the uploader; True when they completed the header.
@@ -76,8 +74,7 @@ class UploadStream:
         self.dropped = True
         self.body = bytearray()
 
-    def sample(self) -> bool:
-        """Whether bytes arrived since the last sample."""
-        grew = self.received != self._sampled
-        self._sampled = self.received
-        return grew
+    @property
+    def voting(self) -> bool:
+        """Worth waiting for: a stream that never completed its header is not."""
+        return self.header is not None and not self.stalled and not self.ended and not self.dropped

@@ -5,6 +5,7 @@ from faf_replay.game import Game, State
 from faf_replay.registry import GameRegistry
 from faf_replay.settings import Settings
 from tests.fakes import FakeUploader, FakeWatcher, Saves
+from tests.logs import CapturedLogs
 from tests.recordings import chunks, recording, split
 
 SETTINGS = Settings(delay=300, sample_interval=1, grace=30, forced_end=18000, stall_timeout=60, quorum=2)
@@ -14,6 +15,7 @@ class GameTestCase(SynchronousTestCase):
     settings = SETTINGS
 
     def setUp(self):
+        self.logs = CapturedLogs(self)
         self.clock = Clock()
         self.saves = Saves()
         self.done = []
@@ -236,35 +238,62 @@ class StallRule(GameTestCase):
         for second, piece in enumerate(pieces, start=1):
             talker.send(piece)
             self.tick()
-            if second <= self.settings.stall_timeout:
+            if second <= 300 + self.settings.stall_timeout:
+                # the delay, then at most stall_timeout of waiting for the silent one
+                self.assertEqual(self.game.visible, 0, second)
                 self.assertFalse(silent.stream.stalled)
-            if second < 300:
-                self.assertEqual(self.game.visible, 0)
         self.assertTrue(silent.stream.stalled)
-        # stalled after 60 s: the delay alone now limits the watchers
         self.assertEqual(self.game.visible, (len(pieces) - 300) * 40)
-        self.assertIs(self.game.state, State.ACCEPTING)
+        self.assertEqual(len(self.logs.matching("held the replay back for 60 s")), 1)
 
-    def test_silence_while_nobody_sends_is_no_stall(self):
+    def test_a_dribbling_uploader_cannot_hold_it_back_either(self):
         header, body = split(recording("example"))
-        a, b = self.uploader(), self.uploader()
-        a.send(header + body[:100])
-        b.send(header + body[:100])
-        self.tick(1, 200)  # the game is paused: nobody sends
-        self.assertFalse(a.stream.stalled or b.stream.stalled)
+        talker, dribbler = self.uploader("talker"), self.uploader("dribbler")
+        talker.send(header)
+        dribbler.send(header)
+        for second in range(1, 500):
+            talker.send(body[(second - 1) * 40 : second * 40])
+            dribbler.send(body[second - 1 : second])  # one byte a second, always behind
+            self.tick()
+        self.assertTrue(dribbler.stream.stalled)
+        self.assertEqual(self.game.visible, (499 - 300) * 40)
 
-    def test_stalled_uploader_votes_again_when_it_sends(self):
+    def test_no_stall_while_the_delay_covers_the_lag(self):
         header, body = split(recording("example"))
         a, b = self.uploader(), self.uploader()
         a.send(header)
         b.send(header)
-        for second in range(70):
-            a.send(body[second * 10 : second * 10 + 10])
+        for second in range(1, 500):
+            a.send(body[(second - 1) * 40 : second * 40])
+            if second % 100 < 90:  # b lags up to 90 s behind, then catches up
+                continue
+            b.send(body[len(b.stream.body) : second * 40])
+            self.tick()
+        self.assertFalse(b.stream.stalled)
+
+    def test_an_upload_without_a_replay_header_is_never_waited_for(self):
+        header, body = split(recording("example"))
+        talker, mute = self.uploader("talker"), self.uploader("mute")
+        talker.send(header)
+        mute.send(header[:100])
+        for second in range(1, 400):
+            talker.send(body[(second - 1) * 40 : second * 40])
+            self.tick()
+        self.assertEqual(self.game.visible, (399 - 300) * 40)
+
+    def test_stalled_uploader_votes_again_when_it_catches_up(self):
+        header, body = split(recording("example"))
+        a, b = self.uploader(), self.uploader()
+        a.send(header)
+        b.send(header)
+        for second in range(1, 400):
+            a.send(body[(second - 1) * 10 : second * 10])
             self.tick()
         self.assertTrue(b.stream.stalled)
-        b.send(body[:5])
+        b.send(body[:4000])
         self.tick()
         self.assertFalse(b.stream.stalled)
+        self.assertEqual(len(self.logs.matching("caught up after a stall")), 1)
 
     def test_diverging_uploader_is_dropped_and_the_rest_saved(self):
         uploaders = [self.uploader(f"{i}") for i in range(6)]

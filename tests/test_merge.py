@@ -5,17 +5,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.merge import QuorumMerge, common_prefix
+from faf_replay.merge import QuorumMerge, StallRule, common_prefix
 from tests.recordings import DIVERGING, recording, split
 
 
 class Stream:
     """A stand-in upload: a growing body and two flags."""
 
-    def __init__(self, body: bytes = b"", *, ended: bool = False, stalled: bool = False, name: str = ""):
+    def __init__(self, body: bytes = b"", *, ended: bool = False, voting: bool = True, name: str = ""):
         self.body = bytearray(body)
         self.ended = ended
-        self.stalled = stalled
+        self.voting = voting
         self.name = name
 
     def __repr__(self):
@@ -123,11 +123,14 @@ class Rules(SynchronousTestCase):
         merge.add(talker)
         merge.add(silent)
         self.assertEqual(merge.advance(), 0)
+        self.assertEqual((merge.waiting_on, merge.wanted), ([silent], 4))
         silent.body += b"da"
         self.assertEqual(merge.advance(), 2)
-        silent.stalled = True  # the stall rule: not waited for any more
+        self.assertEqual((merge.waiting_on, merge.wanted), ([silent], 4))
+        silent.voting = False  # the stall rule: not waited for any more
         self.assertEqual(merge.advance(), 4)
-        silent.stalled = False
+        self.assertEqual(merge.waiting_on, [])
+        silent.voting = True
         silent.body += b"tX"
         self.assertEqual(merge.advance(), 4)
         self.assertEqual([(s is silent, at) for s, at in merge.take_dropped()], [(True, 3)])
@@ -171,6 +174,7 @@ class Rules(SynchronousTestCase):
         for s in (lone, other, pending):
             merge.add(s)
         self.assertEqual(merge.advance(), 2)  # "ab" agreed; the split at 2 waits
+        self.assertEqual((merge.waiting_on, merge.wanted), ([pending], 3))
         pending.body += b"bYYY"
         merge.advance()
         self.assertEqual(merged(merge)[:4], b"abYY")
@@ -221,6 +225,34 @@ class Rules(SynchronousTestCase):
 
     def test_quorum_must_be_positive(self):
         self.assertRaises(ValueError, QuorumMerge, 0)
+
+
+class Stalls(SynchronousTestCase):
+    def test_waited_for_too_long(self):
+        rule, stream = StallRule(60), Stream(b"x" * 10)
+        self.assertEqual(rule.update(0, [stream], 100), [])
+        self.assertEqual(rule.update(59, [stream], 150), [])
+        self.assertEqual(rule.update(60, [stream], 200), [stream])
+
+    def test_a_dribbler_is_not_waited_for(self):
+        rule, stream = StallRule(60), Stream(b"x" * 10)
+        for second in range(61):
+            stream.body += b"x"  # grows, but never reaches what the merge waited for
+            overdue = rule.update(second, [stream], 1000)
+        self.assertEqual(overdue, [stream])
+
+    def test_a_lagging_voter_that_keeps_up_is_waited_for(self):
+        rule, stream = StallRule(60), Stream()
+        for second in range(500):
+            stream.body = bytearray(b"x" * (second * 100))  # reaches each target 2 s later
+            self.assertEqual(rule.update(second, [stream], second * 100 + 200), [])
+
+    def test_a_wait_ends_when_nobody_waits(self):
+        rule, stream = StallRule(60), Stream()
+        rule.update(0, [stream], 10)
+        rule.update(50, [], 0)
+        self.assertEqual(rule.update(100, [stream], 10), [])
+        self.assertEqual(rule.update(160, [stream], 10), [stream])
 
 
 @st.composite
@@ -278,6 +310,7 @@ class Properties(SynchronousTestCase):
         result = merged(merge)
         self.assertTrue(any(f.startswith(result) for f in finals), "a splice")
         self.assertTrue(any(f == result for f in finals), "not a whole stream")
-        if full_copies >= 2:
-            # Two or more full honest copies outvote any lone poisoner.
+        if full_copies >= 2 and quorum >= 2:
+            # Two or more full honest copies outvote any lone poisoner (with a
+            # quorum of 1 the first stream to arrive is believed).
             self.assertEqual(result, honest)
