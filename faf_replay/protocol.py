@@ -90,7 +90,7 @@ class ReplayProtocol(Protocol):
             download = DownloadProtocol(game, header.name, self.peer, self._clock, settings.linger)
             game.add_watcher(download)
             sub = download
-        log.info(
+        log.debug(
             "game {game_id}: {kind} {name!r} from {peer} joined",
             game_id=header.game_id,
             kind="upload" if header.kind is Kind.UPLOAD else "watcher",

@@ -1,6 +1,5 @@
 """The connection protocols byte by byte: StringTransport and a fake clock."""
 
-from prometheus_client import REGISTRY
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -15,13 +14,10 @@ from faf_replay.settings import Settings
 from faf_replay.upload import UploadProtocol
 from tests.fakes import Saves
 from tests.logs import CapturedLogs
+from tests.metrics import metric
 from tests.recordings import chunks, recording, split
 
 SETTINGS = Settings(delay=10, sample_interval=1, grace=5, header_timeout=60, linger=1, stall_timeout=60)
-
-
-def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 class ProtocolTestCase(SynchronousTestCase):
@@ -230,7 +226,7 @@ class Watchers(ProtocolTestCase):
             metric("replayserver_served_connections_total", result="No replay matched"), before + 1
         )
         self.assertEqual(self.logs.lines(LogLevel.warn), [])
-        [_line] = self.logs.matching("no live replay of game 404")
+        self.assertEqual(len(self.logs.matching("no live replay of game 404")), 1)
 
     def test_header_at_once_then_delayed_body_then_eof_after_linger(self):
         uploader, up_transport, header, body = self.start_game()
@@ -297,7 +293,7 @@ class Watchers(ProtocolTestCase):
         watcher, transport = self.watch()
         self.disconnect(watcher, transport)
         self.assertEqual(self.registry.games[5].watcher_count, 0)
-        [_line] = self.logs.matching("before the end")
+        self.assertEqual(len(self.logs.matching("before the end")), 1)
 
     def test_game_with_no_replay_data_closes_watchers(self):
         uploader, up_transport = self.connect()

@@ -1,0 +1,80 @@
+import os
+
+import fafreplay
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.python.threadpool import ThreadPool
+from twisted.trial.unittest import TestCase
+
+from faf_replay import saving
+from faf_replay.game import FinishedReplay
+from faf_replay.saving import Saver
+from faf_replay.settings import Settings
+from faf_replay.vault import vault_path
+from tests.logs import CapturedLogs
+from tests.metrics import metric
+from tests.recordings import recording, split
+
+
+class SaverTests(TestCase):
+    def setUp(self):
+        self.vault = self.mktemp()
+        self.pool = ThreadPool(0, 2, name="test-saver")
+        self.pool.start()
+        self.addCleanup(self.pool.stop)
+        self.saver = Saver(Settings(vault=self.vault, zstd_level=3), reactor, self.pool)
+        self.logs = CapturedLogs(self)
+
+    def replay(self, game_id=44, name="example"):
+        header, body = split(recording(name))
+        return FinishedReplay(game_id, header, body, "Rowan", 1000.0, 2000.0)
+
+    @inlineCallbacks
+    def test_saves_off_the_reactor_thread(self):
+        before = metric("replayserver_saved_replay_files_total")
+        saved = yield self.saver.save(self.replay())
+        self.assertEqual(saved.path, vault_path(self.vault, 44))
+        with saved.path.open("rb") as file:
+            self.assertEqual(fafreplay.extract_scfa(file), recording("example"))
+        self.assertEqual(metric("replayserver_saved_replay_files_total"), before + 1)
+        [line] = self.logs.matching("game 44: saved")
+        self.assertIn("41578 body bytes", line)
+
+    @inlineCallbacks
+    def test_existing_replay_is_left_alone(self):
+        yield self.saver.save(self.replay())
+        before = vault_path(self.vault, 44).read_bytes()
+        failures = metric("replayserver_save_failures_total", reason="exists")
+        result = yield self.saver.save(self.replay(name="8805603"))
+        self.assertIsNone(result)
+        self.assertEqual(vault_path(self.vault, 44).read_bytes(), before)
+        self.assertEqual(metric("replayserver_save_failures_total", reason="exists"), failures + 1)
+        self.assertEqual(len(self.logs.matching("already saved")), 1)
+
+    @inlineCallbacks
+    def test_unwritable_vault(self):
+        os.makedirs(self.vault)
+        open(os.path.join(self.vault, "0"), "w").close()  # a file where a folder must go
+        failures = metric("replayserver_save_failures_total", reason="io")
+        result = yield self.saver.save(self.replay())
+        self.assertIsNone(result)
+        self.assertEqual(metric("replayserver_save_failures_total", reason="io"), failures + 1)
+        self.assertEqual(len(self.logs.matching("cannot write the replay file")), 1)
+
+    @inlineCallbacks
+    def test_nothing_to_save(self):
+        failures = metric("replayserver_save_failures_total", reason="no data")
+        result = yield self.saver.save(FinishedReplay(45, None, b"", "", 0, 1))
+        self.assertIsNone(result)
+        self.assertEqual(metric("replayserver_save_failures_total", reason="no data"), failures + 1)
+        self.assertFalse(os.path.exists(self.vault))
+
+    @inlineCallbacks
+    def test_unexpected_error_is_logged_with_its_traceback(self):
+        def broken(*args, **kwargs):
+            raise ValueError("boom")
+
+        self.patch(saving, "write_replay", broken)
+        result = yield self.saver.save(self.replay())
+        self.assertIsNone(result)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
