@@ -45,6 +45,8 @@ class GameRegistry(Service):
             if game.state is State.ACCEPTING:
                 return game, ""
             return None, "its replay has already ended"
+        if not self.running:
+            return None, "the server is shutting down"
         if game_id in self._ended:
             return None, "its replay has already been saved"
         game = Game(game_id, self.settings, self._clock, self._save, self._game_done)

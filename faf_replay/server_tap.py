@@ -19,6 +19,7 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
@@ -69,6 +70,13 @@ class Options(usage.Options):
             self.settings = Settings.from_values(values)
         except SettingsError as error:
             raise usage.UsageError(str(error)) from None
+        try:
+            # Parsing only: no reactor is touched and nothing listens yet.
+            serverFromString(None, self.settings.port)
+        except (ValueError, TypeError) as error:
+            raise usage.UsageError(
+                f"port {self.settings.port!r} is not an endpoint description: {error}"
+            ) from None
 
 
 class WorkerPool(Service):

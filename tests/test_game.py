@@ -359,6 +359,16 @@ class Registry(SynchronousTestCase):
         self.clock.advance(GameRegistry.remember_ended + 1)
         self.assertIsNotNone(self.registry.game_for_upload(5)[0])
 
+    def test_no_new_game_while_shutting_down(self):
+        self.saves.hold = True
+        self.registry.game_for_upload(1)
+        stopping = self.registry.stopService()
+        late, why = self.registry.game_for_upload(2)
+        self.assertIsNone(late)
+        self.assertIn("shutting down", why)
+        self.saves.pending[0].callback(None)
+        self.successResultOf(stopping)
+
     def test_ending_game_refuses_uploaders_but_not_watchers(self):
         self.saves.hold = True
         game, _ = self.registry.game_for_upload(5)

@@ -63,6 +63,9 @@ class CommandLine(SynchronousTestCase):
             (["--quorum=1.5"], "quorum must be a whole number"),
             (["--zstd-level=30"], "zstd_level must be between 1 and 22"),
             (["--port="], "port must be"),
+            (["--port=15000"], "not an endpoint description"),
+            (["--port=tcp:abc"], "not an endpoint description"),
+            (["--port=tcp:1:colour=red"], "not an endpoint description"),
             (["--no-such-option=1"], "no-such-option"),
         ]:
             with self.assertRaises(usage.UsageError) as caught:
