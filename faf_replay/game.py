@@ -24,6 +24,7 @@ from typing import Protocol
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from faf_replay import metrics
 from faf_replay.delay import DelayWindow
@@ -95,7 +96,8 @@ class Game:
         self.visible = 0
         #: No more bytes will become visible.
         self.finished = False
-        self.recorder = ""
+        #: Login of the first uploader, as FAF names the replay's recorder.
+        self.recorder: str | None = None
 
         self._merge = QuorumMerge(settings.quorum)
         self._stall_rule = StallRule(settings.stall_timeout)
@@ -120,7 +122,7 @@ class Game:
         """Join an uploader; False once the write phase is over."""
         if self.state is not State.ACCEPTING:
             return False
-        if not self._streams:
+        if self.recorder is None:
             self.recorder = login_from_name(uploader.stream.name)
         self._uploads.add(uploader)
         self._streams.append(uploader.stream)
@@ -293,14 +295,16 @@ class Game:
             game_id=self.game_id,
             header=self.header,
             body=bytes(self._merge.canonical[: self._merge.length]),
-            recorder=self.recorder,
+            recorder=self.recorder or "",
             started_at=self.started_at,
             ended_at=ended_at,
         )
         self._save(replay).addBoth(self._saved)
         return waiter
 
-    def _saved(self, _: object) -> None:
+    def _saved(self, result: object) -> None:
+        if isinstance(result, Failure):
+            log.failure("game {game_id}: saving failed", result, game_id=self.game_id)
         self.state = State.DRAINING
         metrics.finished_replays.inc()
         waiters, self._save_waiters = self._save_waiters, []

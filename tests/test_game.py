@@ -51,7 +51,7 @@ class Lifecycle(GameTestCase):
 
     def test_uploader_within_grace_joins_the_same_replay(self):
         header, body = split(recording("example"))
-        a = self.uploader()
+        a = self.uploader("first.SCFAreplay")
         a.send(header + body[:1000])
         a.leave()
         self.tick(20)
@@ -62,6 +62,7 @@ class Lifecycle(GameTestCase):
         b.leave()
         self.tick(30)
         self.assertEqual(self.saves.replays[0].body, body)
+        self.assertEqual(self.saves.replays[0].recorder, "first")
 
     def test_grace_counts_from_the_last_uploader(self):
         a, b = self.uploader(), self.uploader()
@@ -121,6 +122,15 @@ class Lifecycle(GameTestCase):
         self.successResultOf(second)
         self.assertIs(self.game.state, State.DONE)
         self.successResultOf(self.game.end("after"))
+
+    def test_a_failing_save_is_logged_and_the_game_moves_on(self):
+        self.saves.hold = True
+        self.uploader().send(recording("example"))
+        ended = self.game.end("test")
+        self.saves.pending[0].errback(RuntimeError("disk on fire"))
+        self.successResultOf(ended)
+        self.assertIs(self.game.state, State.DONE)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     def test_watchers_drain_after_the_save(self):
         a = self.uploader()
