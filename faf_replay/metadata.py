@@ -1,23 +1,34 @@
-"""The JSON line of a saved replay when no database tells us about the game.
+"""The JSON line of a saved replay (SPEC §7).
 
-Without FAF's database the replay header is the only witness: it names the map,
-the armies and their teams and the victory condition. Everything else gets a
-neutral value that FAF's clients accept (the featured mod ``faf`` is what the
-Java client itself assumes when it cannot tell). Pure logic: the header is
-decoded with ``fafreplay``, FAF's own parser, and never trusted to be UTF-8.
+From FAF's database when it knows the game (:func:`database_metadata`), else
+from the replay header (:func:`standalone_metadata`): the header names the
+map, the armies and their teams and the victory condition; everything else
+gets a neutral value that FAF's clients accept (the featured mod ``faf`` is
+what the Java client itself assumes when it cannot tell). Pure logic: the
+header is decoded with ``fafreplay``, FAF's own parser, and never trusted to be
+UTF-8.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+import posixpath
+from typing import TYPE_CHECKING, Any
 
 import fafreplay
 
 from faf_replay.replay_header import map_folder
 
-#: The victory conditions as FAF's database numbers them (``game_stats.gameType``).
-_GAME_TYPES = {"demoralization": "0", "domination": "1", "eradication": "2", "sandbox": "3"}
+if TYPE_CHECKING:
+    from faf_replay.database import GameRecord
+
+#: What FAF's client assumes when a replay does not say.
+DEFAULT_FEATURED_MOD = "faf"
+
+#: The victory conditions as FAF's database names them (``game_stats.gameType``).
+_GAME_TYPES = {
+    name.lower(): name for name in ("DEMORALIZATION", "DOMINATION", "ERADICATION", "SANDBOX", "DECAPITATION")
+}
 _REPLAY_SUFFIX = ".scfareplay"
 
 
@@ -101,7 +112,7 @@ def standalone_metadata(
         "uid": game_id,
         "complete": True,
         "state": "PLAYING",
-        "featured_mod": "faf",
+        "featured_mod": DEFAULT_FEATURED_MOD,
         "featured_mod_versions": {},
         "game_type": facts["game_type"],
         "recorder": recorder,
@@ -112,6 +123,46 @@ def standalone_metadata(
         "mapname": facts["mapname"],
         "num_players": facts["num_players"],
         "teams": facts["teams"],
+        "version": 2,
+        "compression": "zstd",
+    }
+
+
+def map_name(filename: str | None) -> str:
+    """``maps/scmp_003.v0003.zip`` → ``scmp_003.v0003``; "None" when unknown."""
+    if not filename:
+        return "None"
+    return posixpath.splitext(posixpath.basename(filename.replace("\\", "/")))[0]
+
+
+def database_metadata(record: GameRecord, *, started_at: float, now: float) -> dict[str, Any]:
+    """Every key of SPEC §7 from the database's record of the game.
+
+    ``started_at`` (the replay's start) stands in for a missing start time and
+    ``now`` for a missing end time. AI players count in ``num_players`` but are
+    in no team; a NULL team is the team ``"null"``.
+    """
+    teams: dict[str, list[str]] = {}
+    for player in record.players:
+        if player.ai or player.login is None:
+            continue
+        key = "null" if player.team is None else str(player.team)
+        teams.setdefault(key, []).append(player.login)
+    return {
+        "uid": record.game_id,
+        "complete": True,
+        "state": "PLAYING",
+        "featured_mod": record.featured_mod or DEFAULT_FEATURED_MOD,
+        "featured_mod_versions": dict(record.featured_mod_versions),
+        "game_type": record.game_type if record.game_type is not None else "unknown",
+        "recorder": record.host or "",
+        "host": record.host or "",
+        "launched_at": int(record.started_at if record.started_at is not None else started_at),
+        "game_end": int(record.ended_at if record.ended_at is not None else now),
+        "title": record.title or "",
+        "mapname": map_name(record.map_file),
+        "num_players": len(record.players),
+        "teams": teams,
         "version": 2,
         "compression": "zstd",
     }

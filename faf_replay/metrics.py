@@ -44,3 +44,6 @@ SUCCESS = "Success"
 EMPTY = "Empty connection"
 BAD_DATA = "Bad data"
 NO_REPLAY = "No replay matched"
+database_errors = Counter(
+    "replayserver_database_errors", "Database operations that failed, by operation.", ["operation"]
+)

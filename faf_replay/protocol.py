@@ -47,6 +47,8 @@ class ReplayProtocol(Protocol):
         self._timeout: IDelayedCall | None = None
         self._rejected = False
         self._initial = False
+        # Bytes that arrive while the database decides on an upload.
+        self._admitting: bytearray | None = None
         self.peer = "?"
 
     def connectionMade(self) -> None:
@@ -58,6 +60,9 @@ class ReplayProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._sub is not None:
             self._sub.dataReceived(data)
+            return
+        if self._admitting is not None:
+            self._admitting += data
             return
         if self._rejected:
             return
@@ -72,6 +77,25 @@ class ReplayProtocol(Protocol):
             self._switch(header, rest)
 
     def _switch(self, header: ConnectionHeader, rest: bytes) -> None:
+        if header.kind is Kind.UPLOAD and self._registry.needs_admission(header.game_id):
+            # Stop reading until the database says whether this game may start.
+            self._admitting = bytearray(rest)
+            self.transport.pauseProducing()
+            self._registry.admit_upload(header.game_id).addCallback(self._admitted, header)
+            return
+        self._start(header, rest)
+
+    def _admitted(self, refusal: str | None, header: ConnectionHeader) -> None:
+        buffered, self._admitting = bytes(self._admitting or b""), None
+        if self._rejected:
+            return  # the connection went away while we asked
+        self.transport.resumeProducing()
+        if refusal is not None:
+            self._refuse(header, "not admitted", f"upload for game {header.game_id} refused: {refusal}")
+            return
+        self._start(header, buffered)
+
+    def _start(self, header: ConnectionHeader, rest: bytes) -> None:
         sub: Protocol
         if header.kind is Kind.UPLOAD:
             game, why = self._registry.game_for_upload(header.game_id)
@@ -134,6 +158,11 @@ class ReplayProtocol(Protocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if self._sub is not None:
             self._sub.connectionLost(reason)
+            return
+        if self._admitting is not None:
+            self._rejected = True  # _admitted will find it gone
+            metrics.served_connections.labels(metrics.EMPTY).inc()
+            log.info("connection from {peer} closed while its game was being checked", peer=self.peer)
             return
         if self._rejected:
             return

@@ -3,8 +3,10 @@
 Uploaders and watchers find their game here (``upload``/``watch``). The
 registry drives time for all games with one timer per sample interval, and it
 remembers recently saved game ids so that a late uploader cannot start a second,
-shorter replay of a game that is already in the vault. On shutdown it ends every
-game and waits until each is saved.
+shorter replay of a game that is already in the vault. With
+``--require-known-game`` it asks the database before a new game starts
+(``admit_upload``). On shutdown it ends every game and waits until each is
+saved.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from faf_replay import metrics
+from faf_replay.database import Database, DatabaseError, GameStatus
 from faf_replay.game import Game, SaveFunction, State
 from faf_replay.settings import Settings
 
@@ -26,10 +30,18 @@ class GameRegistry(Service):
     #: Seconds a saved game's id keeps refusing new uploaders.
     remember_ended = 3600.0
 
-    def __init__(self, settings: Settings, clock: IReactorTime, save: SaveFunction) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: IReactorTime,
+        save: SaveFunction,
+        database: Database | None = None,
+    ) -> None:
         self.settings = settings
         self._clock = clock
         self._save = save
+        self._database = database
+        self._admissions: dict[int, list[Deferred]] = {}
         self.games: dict[int, Game] = {}
         self._ended: dict[int, float] = {}
         self._done_waiters: dict[int, list[Deferred]] = {}
@@ -54,6 +66,52 @@ class GameRegistry(Service):
         metrics.running_replays.inc()
         log.info("game {game_id}: replay started", game_id=game_id)
         return game, ""
+
+    def needs_admission(self, game_id: int) -> bool:
+        """Whether an upload for this game must wait for :meth:`admit_upload`."""
+        if not self.settings.require_known_game or self._database is None:
+            return False
+        game = self.games.get(game_id)
+        return game is None or game.state is not State.ACCEPTING
+
+    def admit_upload(self, game_id: int) -> Deferred:
+        """Ask the database whether this game may start; fires with None, or why not.
+
+        Uploads arriving together for one game share one question. A database
+        that cannot answer lets the upload in: a replay is worth more than the
+        check.
+        """
+        waiter: Deferred = Deferred()
+        waiting = self._admissions.setdefault(game_id, [])
+        waiting.append(waiter)
+        if len(waiting) == 1:
+            assert self._database is not None
+            d = self._database.game_status(game_id)
+            d.addCallbacks(self._admission, self._admission_unknown, errbackArgs=(game_id,))
+            d.addCallback(self._answer_admission, game_id)
+        return waiter
+
+    def _admission(self, status: GameStatus | None) -> str | None:
+        if status is None:
+            return "the database does not know this game"
+        if status.replay_available:
+            return "its replay is already saved"
+        window = self.settings.known_game_window
+        if status.ended_at is not None and status.ended_at < self._clock.seconds() - window:
+            return f"it ended more than {window:g} s ago"
+        return None
+
+    def _admission_unknown(self, failure: Failure, game_id: int) -> None:
+        failure.trap(DatabaseError)
+        log.warn(
+            "game {game_id}: cannot ask the database whether it is known ({why}); accepting the upload",
+            game_id=game_id,
+            why=str(failure.value),
+        )
+
+    def _answer_admission(self, refusal: str | None, game_id: int) -> None:
+        for waiter in self._admissions.pop(game_id, []):
+            waiter.callback(refusal)
 
     def game_for_watch(self, game_id: int) -> Game | None:
         game = self.games.get(game_id)

@@ -4,15 +4,17 @@
 
     FafReplayService (MultiService; stops its children in order)
     ├── WorkerPool       threads for compression and file I/O
+    ├── DatabaseMonitor  with --db: the adbapi pool, checked every 30 s
     ├── GameRegistry     every running game; one timer for all of them
     └── listener         strports endpoint serving ReplayFactory
 
 and on shutdown stops accepting first, then ends and saves every game, then
-stops the worker threads.
+closes the database pool, then stops the worker threads.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any
 
@@ -24,6 +26,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
+from faf_replay.database import Database, DatabaseMonitor
+from faf_replay.database_config import DatabaseConfig, DatabaseConfigError
 from faf_replay.protocol import ReplayFactory
 from faf_replay.registry import GameRegistry
 from faf_replay.saving import Saver
@@ -44,16 +48,29 @@ _HELP = {
     "stall_timeout": "seconds the merge waits for one uploader before it stops counting it as a voter",
     "linger": "seconds a watcher's connection stays open after its last byte",
     "drain_timeout": "seconds a saved game waits for slow watchers before closing them",
+    "db": "FAF's database, mysql://USER@HOST:PORT/NAME (password from $FAF_REPLAY_DB_PASSWORD)",
+    "db_password_file": "a file holding the database password",
+    "require_known_game": "refuse uploads for games the database does not know or that ended long ago",
+    "known_game_window": "with --require-known-game: seconds after a game's end when uploads are refused",
 }
+_FLAGS = [name for name in Settings.names() if isinstance(getattr(_DEFAULTS, name), bool)]
+
+
+def _option(name: str) -> str:
+    return name.replace("_", "-")
 
 
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = "The live replay server of Forged Alliance Forever."
     optParameters = [
-        [name.replace("_", "-"), None, None, f"{_HELP[name]} [default: {getattr(_DEFAULTS, name)}]"]
+        [_option(name), None, None, f"{_HELP[name]} [default: {getattr(_DEFAULTS, name)}]"]
         for name in Settings.names()
+        if name not in _FLAGS
     ] + [["config", "c", None, "a TOML file with the same keys (the command line wins)"]]
+    optFlags = [[_option(name), None, _HELP[name]] for name in _FLAGS]
+
+    database: DatabaseConfig | None = None
 
     def postOptions(self) -> None:
         values: dict[str, Any] = {}
@@ -63,8 +80,11 @@ class Options(usage.Options):
             except SettingsError as error:
                 raise usage.UsageError(str(error)) from None
         for name in Settings.names():
-            given = self[name.replace("_", "-")]
-            if given is not None:
+            given = self[_option(name)]
+            if name in _FLAGS:
+                if given:
+                    values[name] = True
+            elif given is not None:
                 values[name] = given
         try:
             self.settings = Settings.from_values(values)
@@ -77,6 +97,13 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"port {self.settings.port!r} is not an endpoint description: {error}"
             ) from None
+        if self.settings.db:
+            try:
+                self.database = DatabaseConfig.from_settings(
+                    self.settings.db, self.settings.db_password_file, os.environ
+                )
+            except DatabaseConfigError as error:
+                raise usage.UsageError(str(error)) from None
 
 
 class WorkerPool(Service):
@@ -95,13 +122,21 @@ class WorkerPool(Service):
 
 
 class FafReplayService(MultiService):
-    def __init__(self, listener: IService, registry: GameRegistry, workers: WorkerPool) -> None:
+    def __init__(
+        self,
+        listener: IService,
+        registry: GameRegistry,
+        workers: WorkerPool,
+        database: DatabaseMonitor | None = None,
+    ) -> None:
         super().__init__()
         self.listener = listener
         self.registry = registry
         self.workers = workers
-        for child in (workers, registry, listener):
-            child.setServiceParent(self)
+        self.database = database
+        for child in (workers, database, registry, listener):
+            if child is not None:
+                child.setServiceParent(self)
 
     def listening(self) -> Deferred:
         """Fires with the game port's ``IListeningPort`` once it is open.
@@ -119,10 +154,13 @@ class FafReplayService(MultiService):
         return branch
 
     def stopService(self) -> Deferred:
-        """Stop accepting, then end and save every game, then stop the workers."""
+        """Stop accepting, then end and save every game, then close the database
+        pool, then stop the workers."""
         Service.stopService(self)
         d = maybeDeferred(self.listener.stopService)
         d.addBoth(lambda _: self.registry.stopService())
+        if self.database is not None:
+            d.addBoth(lambda _: self.database.stopService())
         d.addBoth(lambda _: self.workers.stopService())
         return d
 
@@ -160,11 +198,13 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
         from twisted.internet import reactor  # noqa: PLC0415 - twistd installs it first
     settings: Settings = options.settings
     workers = WorkerPool()
-    saver = Saver(settings, reactor, workers.pool)
-    registry = GameRegistry(settings, reactor, saver.save)
+    database = Database(options.database, reactor) if options.database is not None else None
+    monitor = DatabaseMonitor(database, reactor) if database is not None else None
+    saver = Saver(settings, reactor, workers.pool, database)
+    registry = GameRegistry(settings, reactor, saver.save, database)
     factory = ReplayFactory(registry, reactor)
     listener = strports.service(settings.port, factory, reactor=reactor)
-    service = FafReplayService(listener, registry, workers)
+    service = FafReplayService(listener, registry, workers, monitor)
     if under_twistd:
         ExitCleanlyOnSignal(reactor).setServiceParent(service)
     return service

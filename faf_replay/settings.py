@@ -45,11 +45,26 @@ class Settings:
     linger: float = 1.0
     #: Seconds a finished game waits for its slowest watchers before closing them.
     drain_timeout: float = 3600.0
+    #: FAF's database as ``mysql://USER@HOST:PORT/NAME``; none: run standalone.
+    db: str | None = None
+    #: A file holding the database password (else ``FAF_REPLAY_DB_PASSWORD``).
+    db_password_file: str | None = None
+    #: Refuse uploads for games the database does not know, or that ended
+    #: more than ``known_game_window`` seconds ago.
+    require_known_game: bool = False
+    known_game_window: float = 3600.0
 
     def __post_init__(self) -> None:
         for name in ("delay", "grace", "linger"):
             _check_duration(name, getattr(self, name), allow_zero=True)
-        for name in ("sample_interval", "forced_end", "header_timeout", "stall_timeout", "drain_timeout"):
+        for name in (
+            "sample_interval",
+            "forced_end",
+            "header_timeout",
+            "stall_timeout",
+            "drain_timeout",
+            "known_game_window",
+        ):
             _check_duration(name, getattr(self, name), allow_zero=False)
         if self.quorum < 1:
             raise SettingsError(f"quorum must be at least 1, not {self.quorum}")
@@ -59,6 +74,8 @@ class Settings:
             raise SettingsError("port must be a strports endpoint such as tcp:15000")
         if not self.vault:
             raise SettingsError("vault must be a directory")
+        if self.require_known_game and not self.db:
+            raise SettingsError("require_known_game needs a database (db)")
 
     @classmethod
     def names(cls) -> list[str]:
@@ -87,8 +104,12 @@ def _check_duration(name: str, value: float, *, allow_zero: bool) -> None:
 
 
 def _convert(name: str, kind: Any, value: Any) -> Any:
-    kind = {"float": float, "int": int, "str": str}.get(kind, kind)
+    kind = _KINDS[kind]
     expected = _KIND_NAMES[kind]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise SettingsError(f"{name} must be {expected}, not {value!r}")
     # The command line gives strings for everything; TOML gives typed values.
     if isinstance(value, bool) or (kind is str and not isinstance(value, str)):
         raise SettingsError(f"{name} must be {expected}, not {value!r}")
@@ -100,7 +121,8 @@ def _convert(name: str, kind: Any, value: Any) -> Any:
         raise SettingsError(f"{name} must be {expected}, not {value!r}") from None
 
 
-_KIND_NAMES = {float: "a number of seconds", int: "a whole number", str: "a string"}
+_KINDS = {"float": float, "int": int, "str": str, "str | None": str, "bool": bool}
+_KIND_NAMES = {float: "a number of seconds", int: "a whole number", str: "a string", bool: "true or false"}
 
 
 def load_toml(path: str) -> dict[str, Any]:

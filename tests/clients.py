@@ -6,6 +6,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from faf_replay.server_tap import FafReplayService, Options, makeService
@@ -19,10 +20,11 @@ FAST = {
 
 
 @inlineCallbacks
-def start_server(test: TestCase, **options: str):
+def start_server(test: TestCase, **options: str | None):
+    """``None`` as a value makes a flag: ``start_server(test, **{"require-known-game": None})``."""
     """The real service tree on 127.0.0.1, an ephemeral port; stopped after the test."""
     settings = {**FAST, "port": "tcp:0:interface=127.0.0.1", "vault": test.mktemp(), **options}
-    argv = [f"--{name}={value}" for name, value in settings.items()]
+    argv = [f"--{name}" if value is None else f"--{name}={value}" for name, value in settings.items()]
     config = Options()
     config.parseOptions(argv)
     service: FafReplayService = makeService(config, reactor)
@@ -88,6 +90,18 @@ class Watcher(Protocol):
 
     def connectionLost(self, reason):
         self.done.callback(bytes(self.received))
+
+
+@inlineCallbacks
+def until(condition, timeout: float = 10.0, step: float = 0.01):
+    """Wait on the reactor until ``condition()`` holds (for state another process or
+    thread changes); fails after ``timeout`` seconds."""
+    waited = 0.0
+    while not condition():
+        if waited >= timeout:
+            raise AssertionError(f"still not true after {timeout} s: {condition}")
+        yield deferLater(reactor, step, lambda: None)
+        waited += step
 
 
 def connect(port: int, protocol: Protocol) -> Deferred:

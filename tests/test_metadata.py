@@ -29,8 +29,14 @@ class Standalone(SynchronousTestCase):
         """22373098.fafreplay was saved by FAF's server with database metadata."""
         production = json.loads((DATA / "22373098.fafreplay").read_bytes().split(b"\n")[0])
         facts = header_facts(split(recording("22373098"))[0])
-        for key in ("mapname", "teams", "num_players", "game_type"):
+        for key in ("mapname", "teams", "num_players"):
             self.assertEqual(facts[key], production[key], key)
+        # That file predates FAF's named victory conditions ("3" was sandbox).
+        self.assertEqual((production["game_type"], facts["game_type"]), ("3", "SANDBOX"))
+
+    def test_victory_condition_as_the_database_names_it(self):
+        self.assertEqual(header_facts(split(recording("example"))[0])["game_type"], "DEMORALIZATION")
+        self.assertEqual(header_facts(b"garbage")["game_type"], "unknown")
 
     def test_teams_and_players(self):
         facts = header_facts(split(recording("diverging_1/3"))[0])

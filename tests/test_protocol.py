@@ -1,11 +1,13 @@
 """The connection protocols byte by byte: StringTransport and a fake clock."""
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
+from faf_replay.database import DatabaseError, GameStatus
 from faf_replay.download import DownloadProtocol
 from faf_replay.game import State
 from faf_replay.protocol import ReplayFactory, ReplayProtocol
@@ -303,3 +305,79 @@ class Watchers(ProtocolTestCase):
         self.advance(self.settings.grace + self.settings.linger + 1)
         self.assertTrue(transport.disconnecting)
         self.assertEqual(transport.value(), b"")
+
+
+class PendingStatus:
+    """Stands in for the database's answer, to hold a connection mid-check.
+
+    Only the timing is controlled here; the real database is tested against
+    MariaDB in test_database*.py.
+    """
+
+    def __init__(self):
+        self.asked: list[tuple[int, Deferred]] = []
+
+    def game_status(self, game_id):
+        d = Deferred()
+        self.asked.append((game_id, d))
+        return d
+
+
+class Admission(ProtocolTestCase):
+    settings = SETTINGS.replace(db="mysql://u@h/n", require_known_game=True)
+
+    def setUp(self):
+        super().setUp()
+        self.answers = PendingStatus()
+        self.registry = GameRegistry(self.settings, self.clock, self.saves, self.answers)
+        self.registry.startService()
+        self.addCleanup(lambda: self.registry.running and self.registry.stopService())
+        self.factory = ReplayFactory(self.registry, self.clock)
+
+    def test_bytes_during_the_check_are_kept(self):
+        stream = recording("example")
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"P/8/a\0" + stream[:100])
+        self.assertEqual(transport.producerState, "paused")
+        protocol.dataReceived(stream[100:])  # already on its way when we paused
+        other, _ = self.connect()
+        other.dataReceived(b"P/8/b\0")
+        [(game_id, answer)] = self.answers.asked  # one question for both
+        self.assertEqual(game_id, 8)
+        answer.callback(GameStatus(ended_at=None, replay_available=False))
+        self.assertEqual(transport.producerState, "producing")
+        upload = protocol._sub
+        self.assertEqual(upload.stream.header + bytes(upload.stream.body), stream)
+        self.assertIs(other._sub.game, upload.game)
+
+    def test_refused(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"P/9/a\0")
+        self.answers.asked[0][1].callback(None)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(len(self.logs.matching("the database does not know this game")), 1)
+        self.assertNotIn(9, self.registry.games)
+
+    def test_gone_before_the_answer(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"P/10/a\0")
+        self.disconnect(protocol, transport)
+        self.answers.asked[0][1].callback(GameStatus(ended_at=None, replay_available=False))
+        self.assertNotIn(10, self.registry.games)
+        self.assertEqual(len(self.logs.matching("closed while its game was being checked")), 1)
+
+    def test_running_game_needs_no_check(self):
+        first, _ = self.connect()
+        first.dataReceived(b"P/11/a\0")
+        self.answers.asked[0][1].callback(GameStatus(ended_at=None, replay_available=False))
+        second, _ = self.connect()
+        second.dataReceived(b"P/11/b\0")
+        self.assertEqual(len(self.answers.asked), 1)
+        self.assertIs(second._sub.game, first._sub.game)
+
+    def test_database_error_lets_the_upload_in(self):
+        protocol, _ = self.connect()
+        protocol.dataReceived(b"P/12/a\0")
+        self.answers.asked[0][1].errback(DatabaseError("check game: MySQL server has gone away"))
+        self.assertIn(12, self.registry.games)
+        self.assertEqual(len(self.logs.matching("accepting the upload")), 1)

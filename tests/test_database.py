@@ -1,0 +1,285 @@
+"""The database layer against a real MariaDB (tests/mariadb.py starts it)."""
+
+import json
+
+import fafreplay
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.python.threadpool import ThreadPool
+from twisted.trial.unittest import TestCase
+
+from faf_replay.database import Database, DatabaseError, GameRecord
+from faf_replay.database_config import DatabaseConfig
+from faf_replay.game import FinishedReplay
+from faf_replay.metadata import database_metadata
+from faf_replay.saving import Saver
+from faf_replay.settings import Settings
+from faf_replay.vault import vault_path
+from tests.faf_database import ENDED, STARTED, FafDatabase
+from tests.logs import CapturedLogs
+from tests.metrics import metric
+from tests.recordings import recording, split
+
+
+class DatabaseTestCase(TestCase):
+    timeout = 60
+
+    def setUp(self):
+        self.db = FafDatabase(self)
+        self.database = self.connect(self.db.config())
+        self.logs = CapturedLogs(self)
+
+    def connect(self, config: DatabaseConfig) -> Database:
+        database = Database(config, reactor)
+        self.addCleanup(database.close)
+        return database
+
+    @inlineCallbacks
+    def metadata(self, game_id: int, now: float = 2_000_000_000):
+        record = yield self.database.read_game(game_id)
+        self.assertIsInstance(record, GameRecord)
+        return database_metadata(record, started_at=1.0, now=now)
+
+
+class ReadingGames(DatabaseTestCase):
+    @inlineCallbacks
+    def test_a_whole_game(self):
+        self.db.standard_game(100)
+        meta = yield self.metadata(100)
+        self.assertEqual(
+            meta,
+            {
+                "uid": 100,
+                "complete": True,
+                "state": "PLAYING",
+                "featured_mod": "faf",
+                "featured_mod_versions": {"1": 3659, "2": 3659, "3": 3700},
+                "game_type": "DEMORALIZATION",
+                "recorder": "Rowan",
+                "host": "Rowan",
+                "launched_at": STARTED,
+                "game_end": ENDED,
+                "title": "4v4 Setons",
+                "mapname": "scmp_003.v0003",
+                "num_players": 4,  # the AI counts
+                "teams": {"2": ["Rowan", "Kim"], "3": ["Zoë"]},  # but is in no team
+                "version": 2,
+                "compression": "zstd",
+            },
+        )
+
+    @inlineCallbacks
+    def test_coop_game_without_player_rows(self):
+        host = self.db.login("Rowan")
+        self.db.featured_mod(25, "coop")
+        self.db.mod_file("coop", 7, 12)
+        self.db.game(101, host=host, mod=25, map_id=self.db.map("x1ca_001.v0001"))
+        meta = yield self.metadata(101)
+        self.assertEqual((meta["teams"], meta["num_players"]), ({}, 0))
+        self.assertEqual((meta["featured_mod"], meta["featured_mod_versions"]), ("coop", {"7": 12}))
+
+    @inlineCallbacks
+    def test_only_ai_players(self):
+        host, ai = self.db.login("Rowan"), self.db.login("AI: Rufus")
+        self.db.featured_mod(0, "faf")
+        self.db.game(102, host=host, mod=0, map_id=None)
+        self.db.player(102, ai, 2, ai=True)
+        self.db.player(102, ai, 3, ai=True)
+        meta = yield self.metadata(102)
+        self.assertEqual((meta["teams"], meta["num_players"]), ({}, 2))
+
+    @inlineCallbacks
+    def test_null_team_null_end_null_map(self):
+        host = self.db.login("Rowan")
+        self.db.featured_mod(0, "faf")
+        self.db.game(103, host=host, mod=0, map_id=None, ended=None)
+        self.db.player(103, host, None)
+        meta = yield self.metadata(103, now=1_800_000_123.7)
+        self.assertEqual(meta["teams"], {"null": ["Rowan"]})
+        self.assertEqual(meta["game_end"], 1_800_000_123)
+        self.assertEqual(meta["mapname"], "None")
+
+    @inlineCallbacks
+    def test_null_and_unknown_featured_mod(self):
+        host = self.db.login("Rowan")
+        self.db.featured_mod(3, None)
+        self.db.game(104, host=host, mod=3, map_id=None)
+        self.db.game(105, host=host, mod=99, map_id=None)  # no such featured mod
+        for game_id in (104, 105):
+            meta = yield self.metadata(game_id)
+            self.assertEqual((meta["featured_mod"], meta["featured_mod_versions"]), ("faf", {}))
+
+    @inlineCallbacks
+    def test_mod_without_update_tables(self):
+        host = self.db.login("Rowan")
+        self.db.featured_mod(6, "ladder1v1")
+        self.db.game(106, host=host, mod=6, map_id=None)
+        meta = yield self.metadata(106)
+        self.assertEqual((meta["featured_mod"], meta["featured_mod_versions"]), ("ladder1v1", {}))
+
+    @inlineCallbacks
+    def test_mod_name_that_needs_quoting(self):
+        host = self.db.login("Rowan")
+        self.db.featured_mod(40, "my-mod")
+        self.db.mod_file("my-mod", 1, 5)
+        self.db.game(107, host=host, mod=40, map_id=None)
+        meta = yield self.metadata(107)
+        self.assertEqual(meta["featured_mod_versions"], {"1": 5})
+
+    @inlineCallbacks
+    def test_mod_name_that_is_not_a_table_name_builds_no_query(self):
+        host = self.db.login("Rowan")
+        evil = "faf_files` f, login l; DROP TABLE login; --"
+        self.db.featured_mod(41, evil[:50])
+        self.db.game(108, host=host, mod=41, map_id=None)
+        meta = yield self.metadata(108)
+        self.assertEqual(meta["featured_mod_versions"], {})
+        self.assertEqual(len(self.db.execute("SELECT * FROM login")), 1)  # still there
+
+    @inlineCallbacks
+    def test_non_ascii_logins_and_titles(self):
+        host = self.db.login("Żółw🐢")
+        self.db.featured_mod(0, "faf")
+        self.db.game(109, host=host, mod=0, map_id=None, title="Спокойной ночи 🌙 ゲーム")
+        self.db.player(109, host, 1)
+        meta = yield self.metadata(109)
+        self.assertEqual(meta["title"], "Спокойной ночи 🌙 ゲーム")
+        self.assertEqual(meta["teams"], {"1": ["Żółw🐢"]})
+        self.assertEqual(meta["host"], "Żółw🐢")
+
+    @inlineCallbacks
+    def test_no_game_row(self):
+        record = yield self.database.read_game(404)
+        self.assertIsNone(record)
+        status = yield self.database.game_status(404)
+        self.assertIsNone(status)
+        rows = yield self.database.mark_saved(404, 10)
+        self.assertEqual(rows, 0)
+
+    @inlineCallbacks
+    def test_mark_saved_and_status(self):
+        self.db.standard_game(110)
+        status = yield self.database.game_status(110)
+        self.assertEqual((status.ended_at, status.replay_available), (ENDED, False))
+        rows = yield self.database.mark_saved(110, 1928)
+        self.assertEqual(rows, 1)
+        self.assertEqual(self.db.replay_row(110), (1928, 1))
+        status = yield self.database.game_status(110)
+        self.assertTrue(status.replay_available)
+        yield self.database.mark_saved(110, None)
+        self.assertEqual(self.db.replay_row(110), (None, 1))
+
+
+class Faults(DatabaseTestCase):
+    @inlineCallbacks
+    def test_a_killed_connection_is_retried(self):
+        self.db.standard_game(120)
+        yield self.database.read_game(120)
+        self.assertGreater(self.db.kill_server_connections(), 0)
+        record = yield self.database.read_game(120)
+        self.assertEqual(record.title, "4v4 Setons")
+        self.assertEqual(len(self.logs.matching("connection lost during read game; retrying once")), 1)
+
+    @inlineCallbacks
+    def test_a_restarted_server_between_two_saves(self):
+        self.db.standard_game(121)
+        yield self.database.mark_saved(121, 1)
+        self.db.server.restart()
+        rows = yield self.database.mark_saved(121, 2)
+        self.assertEqual(rows, 1)
+        self.assertEqual(self.db.replay_row(121), (2, 1))
+
+    @inlineCallbacks
+    def test_a_dead_server_fails_cleanly(self):
+        dead = self.connect(DatabaseConfig("127.0.0.1", 1, "nobody", "nothing", "x"))
+        before = metric("replayserver_database_errors_total", operation="read game")
+        with self.assertRaises(DatabaseError) as caught:
+            yield dead.read_game(1)
+        self.assertIn("Can't connect", str(caught.exception))
+        self.assertEqual(metric("replayserver_database_errors_total", operation="read game"), before + 1)
+        self.assertEqual(len(self.logs.matching("database read game failed")), 1)
+
+    @inlineCallbacks
+    def test_wrong_password(self):
+        wrong = self.connect(self.db.config(password="not it"))
+        with self.assertRaises(DatabaseError) as caught:
+            yield wrong.read_game(1)
+        self.assertIn("Access denied", str(caught.exception))
+
+
+class SavingWithTheDatabase(DatabaseTestCase):
+    def setUp(self):
+        super().setUp()
+        self.vault = self.mktemp()
+        self.pool = ThreadPool(0, 2, name="test-saver")
+        self.pool.start()
+        self.addCleanup(self.pool.stop)
+
+    def saver(self, database: Database | None = None) -> Saver:
+        return Saver(Settings(vault=self.vault, zstd_level=3), reactor, self.pool, database or self.database)
+
+    def replay(self, game_id: int, name: str = "example") -> FinishedReplay:
+        header, body = split(recording(name))
+        return FinishedReplay(game_id, header, body, "uploader", 1000.0, 2000.0)
+
+    def saved(self, game_id: int) -> tuple[dict, bytes]:
+        data = vault_path(self.vault, game_id).read_bytes()
+        with vault_path(self.vault, game_id).open("rb") as file:
+            return json.loads(data.split(b"\n", 1)[0]), fafreplay.extract_scfa(file)
+
+    @inlineCallbacks
+    def test_file_carries_the_database_metadata_and_the_row_is_marked(self):
+        self.db.standard_game(130, title="Ranked 2v2 ⚔")
+        yield self.saver().save(self.replay(130))
+        meta, scfa = self.saved(130)
+        self.assertEqual(scfa, recording("example"))
+        self.assertEqual(meta["title"], "Ranked 2v2 ⚔")
+        self.assertEqual(meta["teams"], {"2": ["Rowan", "Kim"], "3": ["Zoë"]})
+        self.assertEqual(meta["launched_at"], STARTED)
+        self.assertEqual(self.db.replay_row(130), (1928, 1))
+
+    @inlineCallbacks
+    def test_unknown_game_is_saved_with_the_replays_own_metadata(self):
+        yield self.saver().save(self.replay(131))
+        meta, _ = self.saved(131)
+        self.assertEqual(meta["teams"], {"2": ["MazorNoob"], "3": ["dragonite"]})
+        self.assertEqual(len(self.logs.matching("game 131 is not in the database")), 1)
+        self.assertEqual(len(self.logs.matching("no game_stats row to mark")), 1)
+
+    @inlineCallbacks
+    def test_database_down_still_writes_the_file(self):
+        dead = self.connect(DatabaseConfig("127.0.0.1", 1, "nobody", "nothing", "x"))
+        saved = yield self.saver(dead).save(self.replay(132))
+        self.assertIsNotNone(saved)
+        meta, scfa = self.saved(132)
+        self.assertEqual(scfa, recording("example"))
+        self.assertEqual(meta["mapname"], "scmp_016")
+        self.assertEqual(len(self.logs.matching("the file is saved but its row is not marked")), 1)
+
+    @inlineCallbacks
+    def test_never_clobber(self):
+        self.db.standard_game(133)
+        yield self.saver().save(self.replay(133))
+        before = vault_path(self.vault, 133).read_bytes()
+        self.db.execute("UPDATE game_stats SET replay_ticks = 7 WHERE id = 133")  # to see any write
+        result = yield self.saver().save(self.replay(133, "8805603"))  # a late duplicate
+        self.assertIsNone(result)
+        self.assertEqual(vault_path(self.vault, 133).read_bytes(), before)
+        self.assertEqual(self.db.replay_row(133), (7, 1))
+
+    @inlineCallbacks
+    def test_uncountable_body_stores_null_ticks(self):
+        self.db.standard_game(134)
+        header, _ = split(recording("example"))
+        yield self.saver().save(FinishedReplay(134, header, b"\xff" * 50, "u", 1.0, 2.0))
+        self.assertEqual(self.db.replay_row(134), (None, 1))
+
+    @inlineCallbacks
+    def test_featured_mod_that_is_not_a_table_name_is_logged(self):
+        host = self.db.login("Rowan")
+        self.db.featured_mod(41, "bad name")
+        self.db.game(135, host=host, mod=41, map_id=None)
+        yield self.saver().save(self.replay(135))
+        meta, _ = self.saved(135)
+        self.assertEqual((meta["featured_mod"], meta["featured_mod_versions"]), ("bad name", {}))
+        self.assertEqual(len(self.logs.matching("is not a table name")), 1)
