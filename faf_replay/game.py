@@ -4,13 +4,16 @@ A :class:`Game` owns the game's uploads, its merge, its delay window and its
 watchers, and it is the one home of the replay's lifecycle::
 
     ACCEPTING ──(no uploader for `grace` s / forced end / shutdown)──▶ SAVING
-    SAVING ──(file written, or saving failed)──▶ DRAINING
+    SAVING ──(file written, already there, or nothing to save)──▶ DRAINING
+    SAVING ──(the vault refused)──▶ SAVING again after a backoff; the spool keeps the data
     DRAINING ──(last watcher gone / drain timeout)──▶ DONE
 
 Every transition happens in :meth:`Game.end`, :meth:`Game._saved` or
 :meth:`Game._finish`. Time comes from the clock passed in (the reactor, or a
 ``Clock`` in tests); the registry calls :meth:`Game.tick` once per sample
-interval, and that is the only place merging and publishing happen.
+interval, and that is the only place merging and publishing happen. With a
+spool, every upload is on disk as it arrives and the game's spool folder is
+removed only once its replay is safe.
 """
 
 from __future__ import annotations
@@ -31,12 +34,16 @@ from faf_replay.delay import DelayWindow
 from faf_replay.merge import QuorumMerge, StallRule
 from faf_replay.metadata import login_from_name
 from faf_replay.settings import Settings
+from faf_replay.spool import GameSpool
 from faf_replay.stream import UploadStream
 
 log = Logger()
 
 #: Bytes per slice handed to watchers; slices are shared between watchers.
 READ_CHUNK = 64 * 1024
+#: Seconds before the first retry of a save the vault refused; doubles up to the maximum.
+SAVE_RETRY_FIRST = 5.0
+SAVE_RETRY_MAX = 300.0
 
 
 class State(enum.Enum):
@@ -59,16 +66,37 @@ class Watcher(Protocol):
     def close(self) -> None: ...
 
 
+class Body(Protocol):
+    """Bytes-like: a bytearray, or a :class:`~faf_replay.stream.SpooledBody`."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, key: slice) -> bytes | bytearray: ...
+
+
 @dataclass(frozen=True)
 class FinishedReplay:
     """What saving needs to know of a game whose write phase is over."""
 
     game_id: int
     header: bytes | None
-    body: bytes
+    body: Body
     recorder: str
     started_at: float
     ended_at: float
+    #: Merged body bytes; all of ``body`` when not given.
+    body_length: int | None = None
+
+    def body_bytes(self) -> bytes:
+        """The merged body; may read the spool, so call it off the reactor thread."""
+        length = len(self.body) if self.body_length is None else self.body_length
+        return bytes(self.body[0:length])
+
+
+class SaveOutcome(enum.Enum):
+    SAVED = "saved"  # the file is in the vault
+    EXISTS = "exists"  # a replay of this game was there already; nothing written
+    NOTHING = "nothing"  # no upload completed a replay header
+    FAILED = "failed"  # the vault refused: try again later, the spool keeps the data
 
 
 SaveFunction = Callable[[FinishedReplay], Deferred]
@@ -82,6 +110,9 @@ class Game:
         clock: IReactorTime,
         save: SaveFunction,
         on_done: Callable[[Game], None],
+        *,
+        spool: GameSpool | None = None,
+        started_at: float | None = None,
     ) -> None:
         self.game_id = game_id
         self.state = State.ACCEPTING
@@ -89,7 +120,8 @@ class Game:
         self._clock = clock
         self._save = save
         self._on_done = on_done
-        self.started_at = clock.seconds()
+        self.spool = spool
+        self.started_at = clock.seconds() if started_at is None else started_at
 
         self.header: bytes | None = None
         #: Body bytes watchers may have; grows at ticks, all of it once finished.
@@ -108,15 +140,48 @@ class Game:
         self._watchers: set[Watcher] = set()
         self._slices: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._save_waiters: list[Deferred] = []
+        self._replay: FinishedReplay | None = None
+        self._retry_call: IDelayedCall | None = None
+        self._retry_delay: float | None = SAVE_RETRY_FIRST
         # A game nobody uploads to ends like one everybody left.
         self._grace_call: IDelayedCall | None = self._start_grace()
         self._drain_call: IDelayedCall | None = None
-        self._forced_call: IDelayedCall | None = clock.callLater(settings.forced_end, self.end, "forced end")
+        remaining = max(0.0, self.started_at + settings.forced_end - clock.seconds())
+        self._forced_call: IDelayedCall | None = clock.callLater(remaining, self.end, "forced end")
 
     def __repr__(self) -> str:
         return f"<Game {self.game_id} {self.state.value}>"
 
     # -- uploaders ------------------------------------------------------------
+
+    def new_stream(self, name: str) -> UploadStream:
+        """A stream for a new uploader, spooled to disk when the game has a spool."""
+        file = None
+        if self.spool is not None:
+            try:
+                file = self.spool.new_upload(name)
+            except OSError as error:
+                self._spool_failed(name, error)
+        return UploadStream(name, file, on_spool_error=lambda error: self._spool_failed(name, error))
+
+    def _spool_failed(self, name: str, error: OSError) -> None:
+        metrics.spool_errors.inc()
+        log.error(
+            "game {game_id}: cannot spool upload {name!r} ({why}); keeping it in memory",
+            game_id=self.game_id,
+            name=name,
+            why=str(error),
+        )
+
+    def add_recovered(self, stream: UploadStream) -> None:
+        """An upload a previous run spooled; it has ended, but counts like any other."""
+        if self.recorder is None:
+            self.recorder = login_from_name(stream.name)
+        self._streams.append(stream)
+        self._merge.add(stream)
+        if self.header is None and stream.header is not None:
+            self.header = stream.header
+        self._longest = max(self._longest, len(stream.body))
 
     def add_uploader(self, uploader: Uploader) -> bool:
         """Join an uploader; False once the write phase is over."""
@@ -255,14 +320,18 @@ class Game:
     # -- lifecycle ------------------------------------------------------------
 
     def end(self, reason: str) -> Deferred:
-        """End the write phase and save; fires when saving is over.
+        """End the write phase and save; fires with the :class:`SaveOutcome` of
+        the (next) attempt.
 
-        Safe to call in any state: later calls just wait for the same save.
+        Safe to call in any state: a game waiting to retry its save tries now.
         """
         waiter: Deferred = Deferred()
         if self.state is not State.ACCEPTING:
             if self.state is State.SAVING:
                 self._save_waiters.append(waiter)
+                if self._retry_call is not None and self._retry_call.active():
+                    self._retry_call.cancel()
+                    self._attempt_save()
                 return waiter
             return succeed(None)
         self._save_waiters.append(waiter)
@@ -291,29 +360,57 @@ class Game:
             length=self._merge.length,
         )
         self._notify_watchers()
-        replay = FinishedReplay(
+        self._replay = FinishedReplay(
             game_id=self.game_id,
             header=self.header,
-            body=bytes(self._merge.canonical[: self._merge.length]),
+            body=self._merge.canonical,
             recorder=self.recorder or "",
             started_at=self.started_at,
             ended_at=ended_at,
+            body_length=self._merge.length,
         )
-        self._save(replay).addBoth(self._saved)
+        self._attempt_save()
         return waiter
 
-    def _saved(self, result: object) -> None:
-        if isinstance(result, Failure):
-            log.failure("game {game_id}: saving failed", result, game_id=self.game_id)
-        self.state = State.DRAINING
-        metrics.finished_replays.inc()
+    def _attempt_save(self) -> None:
+        self._retry_call = None
+        assert self._replay is not None
+        self._save(self._replay).addBoth(self._saved)
+
+    def _saved(self, outcome: object) -> None:
+        if isinstance(outcome, Failure):
+            log.failure("game {game_id}: saving failed", outcome, game_id=self.game_id)
+            outcome = SaveOutcome.FAILED
         waiters, self._save_waiters = self._save_waiters, []
         for waiter in waiters:
-            waiter.callback(None)
+            waiter.callback(outcome)
+        if outcome is SaveOutcome.FAILED:
+            if self._retry_delay is not None:
+                log.info(
+                    "game {game_id}: the replay stays in the spool; next try in {delay:g} s",
+                    game_id=self.game_id,
+                    delay=self._retry_delay,
+                )
+                self._retry_call = self._clock.callLater(self._retry_delay, self._attempt_save)
+                self._retry_delay = min(self._retry_delay * 2, SAVE_RETRY_MAX)
+            return
+        if self.spool is not None:
+            self.spool.remove()
+        self.state = State.DRAINING
+        metrics.finished_replays.inc()
         if not self._watchers:
             self._finish()
         else:
             self._drain_call = self._clock.callLater(self._settings.drain_timeout, self.close_watchers)
+
+    def stop_retrying(self) -> None:
+        """Shutdown: leave an unsaved replay in the spool for the next run."""
+        self._retry_delay = None
+        if self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
+        self._retry_call = None
+        if self.state is State.SAVING and self.spool is not None:
+            self.spool.close()
 
     def close_watchers(self) -> None:
         for watcher in list(self._watchers):

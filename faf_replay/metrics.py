@@ -47,3 +47,4 @@ NO_REPLAY = "No replay matched"
 database_errors = Counter(
     "replayserver_database_errors", "Database operations that failed, by operation.", ["operation"]
 )
+spool_errors = Counter("replayserver_spool_errors", "Uploads the spool could not keep on disk.")

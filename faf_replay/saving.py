@@ -5,9 +5,10 @@ The :class:`Saver` turns a :class:`~faf_replay.game.FinishedReplay` into a
 (falling back to what the replay header tells when the game is unknown or the
 database is down), then compresses and writes the file in a worker thread
 (``vault.write_replay``), then sets ``replay_available`` and ``replay_ticks``.
-Its Deferred never fails: every outcome is logged once and counted, and the
-game moves on either way. An existing file is never replaced, and its row is
-then left alone.
+Its Deferred never fails: it fires with a :class:`~faf_replay.game.SaveOutcome`,
+and every outcome is logged once and counted. When the vault refuses
+(``FAILED``) the game keeps its spool and tries again later. An existing file
+is never replaced, and its row is then left alone.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from twisted.python.threadpool import ThreadPool
 
 from faf_replay import metrics
 from faf_replay.database import MOD_NAME, Database, DatabaseError, GameRecord
-from faf_replay.game import FinishedReplay
+from faf_replay.game import FinishedReplay, SaveOutcome
 from faf_replay.metadata import database_metadata, standalone_metadata
 from faf_replay.settings import Settings
 from faf_replay.vault import ReplayExistsError, SavedReplay, write_replay
@@ -53,14 +54,14 @@ class Saver:
         self._database = database
 
     def save(self, replay: FinishedReplay) -> Deferred:
-        """Write ``replay``; fires with the :class:`SavedReplay` or ``None``."""
+        """Write ``replay``; fires with its :class:`SaveOutcome`."""
         if replay.header is None:
             log.info(
                 "game {game_id}: no upload completed a replay header; nothing to save",
                 game_id=replay.game_id,
             )
             metrics.save_failures.labels("no data").inc()
-            return succeed(None)
+            return succeed(SaveOutcome.NOTHING)
         started = self._reactor.seconds()
         d = self._metadata(replay)
         d.addCallback(
@@ -121,18 +122,19 @@ class Saver:
                 launched_at=replay.started_at,
                 game_end=replay.ended_at,
             )
+        body = replay.body_bytes()
         saved = write_replay(
             self._settings.vault,
             replay.game_id,
             metadata,
-            replay.header + replay.body,
+            replay.header + body,
             self._settings.zstd_level,
         )
-        return _Written(saved, _ticks(replay.body) if self._database is not None else None)
+        return _Written(saved, _ticks(body) if self._database is not None else None)
 
     # -- outcomes ---------------------------------------------------------------
 
-    def _written(self, written: _Written, replay: FinishedReplay, started: float) -> Deferred | SavedReplay:
+    def _written(self, written: _Written, replay: FinishedReplay, started: float) -> Deferred | SaveOutcome:
         saved = written.saved
         elapsed = self._reactor.seconds() - started
         metrics.saved_replays.inc()
@@ -142,14 +144,14 @@ class Saver:
             game_id=replay.game_id,
             path=str(saved.path),
             size=saved.size,
-            body=len(replay.body),
+            body=replay.body_length if replay.body_length is not None else len(replay.body),
             elapsed=elapsed,
         )
         if self._database is None:
-            return saved
+            return SaveOutcome.SAVED
         d = self._database.mark_saved(replay.game_id, written.ticks)
         d.addCallbacks(self._marked, self._not_marked, callbackArgs=(replay,), errbackArgs=(replay,))
-        d.addCallback(lambda _: saved)
+        d.addCallback(lambda _: SaveOutcome.SAVED)
         return d
 
     def _marked(self, rows: int, replay: FinishedReplay) -> None:
@@ -164,7 +166,7 @@ class Saver:
             why=str(failure.value),
         )
 
-    def _failed(self, failure: Failure, replay: FinishedReplay) -> None:
+    def _failed(self, failure: Failure, replay: FinishedReplay) -> SaveOutcome:
         if failure.check(ReplayExistsError):
             metrics.save_failures.labels("exists").inc()
             log.warn(
@@ -172,7 +174,8 @@ class Saver:
                 game_id=replay.game_id,
                 why=str(failure.value),
             )
-        elif failure.check(OSError):
+            return SaveOutcome.EXISTS
+        if failure.check(OSError):
             metrics.save_failures.labels("io").inc()
             log.error(
                 "game {game_id}: cannot write the replay file: {why}",
@@ -182,6 +185,7 @@ class Saver:
         else:
             metrics.save_failures.labels("error").inc()
             log.failure("game {game_id}: saving failed", failure, game_id=replay.game_id)
+        return SaveOutcome.FAILED
 
 
 def _ticks(body: bytes) -> int | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred, succeed
 
-from faf_replay.game import FinishedReplay, Game
+from faf_replay.game import FinishedReplay, Game, SaveOutcome
 from faf_replay.stream import UploadStream
 
 
@@ -54,7 +54,7 @@ class FakeWatcher:
 
 
 class Saves:
-    """Records every save; fires at once unless told to hold."""
+    """Records every save; succeeds at once unless told to hold."""
 
     def __init__(self, hold: bool = False) -> None:
         self.replays: list[FinishedReplay] = []
@@ -67,4 +67,4 @@ class Saves:
             d: Deferred = Deferred()
             self.pending.append(d)
             return d
-        return succeed(None)
+        return succeed(SaveOutcome.SAVED)

@@ -10,7 +10,7 @@ from twisted.trial.unittest import TestCase
 
 from faf_replay.database import Database, DatabaseError, GameRecord
 from faf_replay.database_config import DatabaseConfig
-from faf_replay.game import FinishedReplay
+from faf_replay.game import FinishedReplay, SaveOutcome
 from faf_replay.metadata import database_metadata
 from faf_replay.saving import Saver
 from faf_replay.settings import Settings
@@ -249,8 +249,8 @@ class SavingWithTheDatabase(DatabaseTestCase):
     @inlineCallbacks
     def test_database_down_still_writes_the_file(self):
         dead = self.connect(DatabaseConfig("127.0.0.1", 1, "nobody", "nothing", "x"))
-        saved = yield self.saver(dead).save(self.replay(132))
-        self.assertIsNotNone(saved)
+        outcome = yield self.saver(dead).save(self.replay(132))
+        self.assertIs(outcome, SaveOutcome.SAVED)
         meta, scfa = self.saved(132)
         self.assertEqual(scfa, recording("example"))
         self.assertEqual(meta["mapname"], "scmp_016")
@@ -262,8 +262,8 @@ class SavingWithTheDatabase(DatabaseTestCase):
         yield self.saver().save(self.replay(133))
         before = vault_path(self.vault, 133).read_bytes()
         self.db.execute("UPDATE game_stats SET replay_ticks = 7 WHERE id = 133")  # to see any write
-        result = yield self.saver().save(self.replay(133, "8805603"))  # a late duplicate
-        self.assertIsNone(result)
+        outcome = yield self.saver().save(self.replay(133, "8805603"))  # a late duplicate
+        self.assertIs(outcome, SaveOutcome.EXISTS)
         self.assertEqual(vault_path(self.vault, 133).read_bytes(), before)
         self.assertEqual(self.db.replay_row(133), (7, 1))
 

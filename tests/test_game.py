@@ -1,7 +1,7 @@
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.game import Game, State
+from faf_replay.game import SAVE_RETRY_FIRST, SAVE_RETRY_MAX, Game, SaveOutcome, State
 from faf_replay.registry import GameRegistry
 from faf_replay.settings import Settings
 from tests.fakes import FakeUploader, FakeWatcher, Saves
@@ -44,7 +44,7 @@ class Lifecycle(GameTestCase):
         self.tick(1)
         self.assertIs(self.game.state, State.DONE)
         [saved] = self.saves.replays
-        self.assertEqual(saved.header + saved.body, stream)
+        self.assertEqual(saved.header + saved.body_bytes(), stream)
         self.assertEqual(saved.recorder, "Rowan")
         self.assertEqual((saved.started_at, saved.ended_at), (0, 30))
         self.assertEqual(self.done, [self.game])
@@ -61,7 +61,7 @@ class Lifecycle(GameTestCase):
         self.assertIs(self.game.state, State.ACCEPTING)
         b.leave()
         self.tick(30)
-        self.assertEqual(self.saves.replays[0].body, body)
+        self.assertEqual(self.saves.replays[0].body_bytes(), body)
         self.assertEqual(self.saves.replays[0].recorder, "first")
 
     def test_grace_counts_from_the_last_uploader(self):
@@ -83,7 +83,7 @@ class Lifecycle(GameTestCase):
         self.clock.advance(18000)
         self.assertTrue(a.closed and b.closed)
         self.assertIs(self.game.state, State.DONE)
-        self.assertEqual(self.saves.replays[0].body, body[:6000])
+        self.assertEqual(self.saves.replays[0].body_bytes(), body[:6000])
         self.assertFalse(self.game.add_uploader(FakeUploader(self.game)))
 
     def test_forced_end_keeps_the_delay_for_watchers(self):
@@ -97,7 +97,7 @@ class Lifecycle(GameTestCase):
             a.send(body[(second - 1) * 100 : second * 100])
             self.tick()
         self.game.end("server shutdown")
-        self.assertEqual(self.saves.replays[0].body, body[: 399 * 100])
+        self.assertEqual(self.saves.replays[0].body_bytes(), body[: 399 * 100])
         self.assertEqual(bytes(watcher.data), header + body[: 99 * 100])
         self.assertTrue(watcher.saw_finished)
 
@@ -117,20 +117,52 @@ class Lifecycle(GameTestCase):
         self.assertNoResult(first)
         self.assertNoResult(second)
         self.assertEqual(len(self.saves.replays), 1)
-        self.saves.pending[0].callback(None)
+        self.saves.pending[0].callback(SaveOutcome.SAVED)
         self.successResultOf(first)
         self.successResultOf(second)
         self.assertIs(self.game.state, State.DONE)
         self.successResultOf(self.game.end("after"))
 
-    def test_a_failing_save_is_logged_and_the_game_moves_on(self):
+    def test_a_refused_save_is_retried_with_backoff(self):
         self.saves.hold = True
         self.uploader().send(recording("example"))
         ended = self.game.end("test")
-        self.saves.pending[0].errback(RuntimeError("disk on fire"))
-        self.successResultOf(ended)
+        self.saves.pending[0].callback(SaveOutcome.FAILED)
+        self.assertIs(self.successResultOf(ended), SaveOutcome.FAILED)
+        self.assertIs(self.game.state, State.SAVING)
+        self.clock.advance(SAVE_RETRY_FIRST - 0.1)
+        self.assertEqual(len(self.saves.replays), 1)
+        self.clock.advance(0.1)
+        self.assertEqual(len(self.saves.replays), 2)
+        self.saves.pending[1].callback(SaveOutcome.FAILED)
+        self.clock.advance(SAVE_RETRY_FIRST * 2)
+        self.assertEqual(len(self.saves.replays), 3)
+        self.assertEqual(self.saves.replays[2].body_bytes(), split(recording("example"))[1])
+        self.saves.pending[2].callback(SaveOutcome.SAVED)
         self.assertIs(self.game.state, State.DONE)
+
+    def test_a_crashing_save_is_logged_and_retried(self):
+        self.saves.hold = True
+        self.uploader().send(recording("example"))
+        self.game.end("test")
+        self.saves.pending[0].errback(RuntimeError("disk on fire"))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertIs(self.game.state, State.SAVING)
+        self.clock.advance(SAVE_RETRY_FIRST)
+        self.assertEqual(len(self.saves.replays), 2)
+
+    def test_end_during_the_backoff_tries_at_once(self):
+        self.saves.hold = True
+        self.uploader().send(recording("example"))
+        self.game.end("test")
+        self.saves.pending[0].callback(SaveOutcome.FAILED)
+        again = self.game.end("server shutdown")
+        self.assertEqual(len(self.saves.replays), 2)
+        self.saves.pending[1].callback(SaveOutcome.FAILED)
+        self.assertIs(self.successResultOf(again), SaveOutcome.FAILED)
+        self.game.stop_retrying()
+        self.clock.advance(SAVE_RETRY_MAX * 2)
+        self.assertEqual(len(self.saves.replays), 2)
 
     def test_watchers_drain_after_the_save(self):
         a = self.uploader()
@@ -314,7 +346,7 @@ class StallRule(GameTestCase):
         for u in uploaders:
             u.leave()
         self.tick(30)
-        self.assertEqual(self.saves.replays[0].body, split(recording("diverging_1/5"))[1])
+        self.assertEqual(self.saves.replays[0].body_bytes(), split(recording("diverging_1/5"))[1])
         self.assertTrue(uploaders[0].stream.dropped and uploaders[2].stream.dropped)
         self.assertEqual(uploaders[0].stream.body, b"")
 
@@ -376,7 +408,7 @@ class Registry(SynchronousTestCase):
         late, why = self.registry.game_for_upload(2)
         self.assertIsNone(late)
         self.assertIn("shutting down", why)
-        self.saves.pending[0].callback(None)
+        self.saves.pending[0].callback(SaveOutcome.SAVED)
         self.successResultOf(stopping)
 
     def test_ending_game_refuses_uploaders_but_not_watchers(self):
@@ -399,7 +431,7 @@ class Registry(SynchronousTestCase):
         self.assertNoResult(stopped)
         self.assertEqual(sorted(r.game_id for r in self.saves.replays), [1, 2])
         for d in self.saves.pending:
-            d.callback(None)
+            d.callback(SaveOutcome.SAVED)
         self.successResultOf(stopped)
         self.assertTrue(watcher.closed)
         self.assertEqual(self.registry.games, {})

@@ -163,7 +163,7 @@ class Uploads(ProtocolTestCase):
         self.disconnect(protocol, transport)
         self.advance(self.settings.grace + 1)
         [saved] = self.saves.replays
-        self.assertEqual(saved.header + saved.body, recording("example"))
+        self.assertEqual(saved.header + saved.body_bytes(), recording("example"))
         self.assertEqual(len(self.logs.matching("upload 'p.SCFAreplay' from 192.0.2.7")), 2)
 
     def test_bad_replay_header_closes_only_that_upload(self):
@@ -177,7 +177,9 @@ class Uploads(ProtocolTestCase):
         good.dataReceived(recording("example")[2000:])
         self.disconnect(good, good_transport)
         self.advance(self.settings.grace + 1)
-        self.assertEqual(self.saves.replays[0].header + self.saves.replays[0].body, recording("example"))
+        self.assertEqual(
+            self.saves.replays[0].header + self.saves.replays[0].body_bytes(), recording("example")
+        )
 
     def test_corrupt_size_closes_promptly(self):
         header, _ = split(recording("example"))

@@ -7,7 +7,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import TestCase
 
 from faf_replay import saving
-from faf_replay.game import FinishedReplay
+from faf_replay.game import FinishedReplay, SaveOutcome
 from faf_replay.saving import Saver
 from faf_replay.settings import Settings
 from faf_replay.vault import vault_path
@@ -32,9 +32,9 @@ class SaverTests(TestCase):
     @inlineCallbacks
     def test_saves_off_the_reactor_thread(self):
         before = metric("replayserver_saved_replay_files_total")
-        saved = yield self.saver.save(self.replay())
-        self.assertEqual(saved.path, vault_path(self.vault, 44))
-        with saved.path.open("rb") as file:
+        outcome = yield self.saver.save(self.replay())
+        self.assertIs(outcome, SaveOutcome.SAVED)
+        with vault_path(self.vault, 44).open("rb") as file:
             self.assertEqual(fafreplay.extract_scfa(file), recording("example"))
         self.assertEqual(metric("replayserver_saved_replay_files_total"), before + 1)
         [line] = self.logs.matching("game 44: saved")
@@ -45,8 +45,8 @@ class SaverTests(TestCase):
         yield self.saver.save(self.replay())
         before = vault_path(self.vault, 44).read_bytes()
         failures = metric("replayserver_save_failures_total", reason="exists")
-        result = yield self.saver.save(self.replay(name="8805603"))
-        self.assertIsNone(result)
+        outcome = yield self.saver.save(self.replay(name="8805603"))
+        self.assertIs(outcome, SaveOutcome.EXISTS)
         self.assertEqual(vault_path(self.vault, 44).read_bytes(), before)
         self.assertEqual(metric("replayserver_save_failures_total", reason="exists"), failures + 1)
         self.assertEqual(len(self.logs.matching("already saved")), 1)
@@ -56,16 +56,16 @@ class SaverTests(TestCase):
         os.makedirs(self.vault)
         open(os.path.join(self.vault, "0"), "w").close()  # a file where a folder must go
         failures = metric("replayserver_save_failures_total", reason="io")
-        result = yield self.saver.save(self.replay())
-        self.assertIsNone(result)
+        outcome = yield self.saver.save(self.replay())
+        self.assertIs(outcome, SaveOutcome.FAILED)
         self.assertEqual(metric("replayserver_save_failures_total", reason="io"), failures + 1)
         self.assertEqual(len(self.logs.matching("cannot write the replay file")), 1)
 
     @inlineCallbacks
     def test_nothing_to_save(self):
         failures = metric("replayserver_save_failures_total", reason="no data")
-        result = yield self.saver.save(FinishedReplay(45, None, b"", "", 0, 1))
-        self.assertIsNone(result)
+        outcome = yield self.saver.save(FinishedReplay(45, None, b"", "", 0, 1))
+        self.assertIs(outcome, SaveOutcome.NOTHING)
         self.assertEqual(metric("replayserver_save_failures_total", reason="no data"), failures + 1)
         self.assertFalse(os.path.exists(self.vault))
 
@@ -75,6 +75,6 @@ class SaverTests(TestCase):
             raise ValueError("boom")
 
         self.patch(saving, "write_replay", broken)
-        result = yield self.saver.save(self.replay())
-        self.assertIsNone(result)
+        outcome = yield self.saver.save(self.replay())
+        self.assertIs(outcome, SaveOutcome.FAILED)
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
