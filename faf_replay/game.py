@@ -394,8 +394,6 @@ class Game:
                 self._retry_call = self._clock.callLater(self._retry_delay, self._attempt_save)
                 self._retry_delay = min(self._retry_delay * 2, SAVE_RETRY_MAX)
             return
-        if self.spool is not None:
-            self.spool.remove()
         self.state = State.DRAINING
         metrics.finished_replays.inc()
         if not self._watchers:
@@ -420,6 +418,9 @@ class Game:
         if self.state is State.DONE:
             return
         self.state = State.DONE
+        if self.spool is not None:
+            # The replay is safe and no watcher reads the uploads any more.
+            self.spool.remove()
         if self._drain_call is not None and self._drain_call.active():
             self._drain_call.cancel()
         self._drain_call = None

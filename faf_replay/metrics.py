@@ -48,3 +48,4 @@ database_errors = Counter(
     "replayserver_database_errors", "Database operations that failed, by operation.", ["operation"]
 )
 spool_errors = Counter("replayserver_spool_errors", "Uploads the spool could not keep on disk.")
+recovered_replays = Counter("replayserver_recovered_replays", "Games brought back from the spool at startup.")

@@ -25,7 +25,6 @@ from faf_replay.connection_header import (
 )
 from faf_replay.download import DownloadProtocol
 from faf_replay.registry import GameRegistry
-from faf_replay.stream import UploadStream
 from faf_replay.upload import UploadProtocol
 
 log = Logger()
@@ -102,7 +101,7 @@ class ReplayProtocol(Protocol):
             if game is None:
                 self._refuse(header, "game ended", f"upload for game {header.game_id} refused: {why}")
                 return
-            upload = UploadProtocol(game, UploadStream(header.name), self.peer)
+            upload = UploadProtocol(game, game.new_stream(header.name), self.peer)
             game.add_uploader(upload)
             sub = upload
         else:

@@ -22,6 +22,8 @@ from faf_replay import metrics
 from faf_replay.database import Database, DatabaseError, GameStatus
 from faf_replay.game import Game, SaveFunction, State
 from faf_replay.settings import Settings
+from faf_replay.spool import GameSpool, Spool
+from faf_replay.stream import UploadStream
 
 log = Logger()
 
@@ -36,11 +38,13 @@ class GameRegistry(Service):
         clock: IReactorTime,
         save: SaveFunction,
         database: Database | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self.settings = settings
         self._clock = clock
         self._save = save
         self._database = database
+        self._spool = spool
         self._admissions: dict[int, list[Deferred]] = {}
         self.games: dict[int, Game] = {}
         self._ended: dict[int, float] = {}
@@ -61,11 +65,59 @@ class GameRegistry(Service):
             return None, "the server is shutting down"
         if game_id in self._ended:
             return None, "its replay has already been saved"
-        game = Game(game_id, self.settings, self._clock, self._save, self._game_done)
+        game = Game(
+            game_id, self.settings, self._clock, self._save, self._game_done, spool=self._game_spool(game_id)
+        )
         self.games[game_id] = game
         metrics.running_replays.inc()
         log.info("game {game_id}: replay started", game_id=game_id)
         return game, ""
+
+    def _game_spool(self, game_id: int) -> GameSpool | None:
+        if self._spool is None:
+            return None
+        try:
+            return self._spool.game(game_id, self._clock.seconds())
+        except OSError as error:
+            metrics.spool_errors.inc()
+            log.error(
+                "game {game_id}: cannot create its spool folder ({why}); keeping it in memory",
+                game_id=game_id,
+                why=str(error),
+            )
+            return None
+
+    def recover(self) -> None:
+        """Bring back the games a previous run left in the spool (a crash, a
+        power loss, a save that never succeeded). Each waits ``grace`` seconds
+        for its uploaders to come back, then is saved like any other."""
+        if self._spool is None:
+            return
+        for found in self._spool.recover():
+            if found.game_id in self.games:
+                continue
+            game = Game(
+                found.game_id,
+                self.settings,
+                self._clock,
+                self._save,
+                self._game_done,
+                spool=found.spool,
+                started_at=found.started_at,
+            )
+            for upload in found.uploads:
+                game.add_recovered(UploadStream.recovered(upload.name, upload.file))
+            self.games[found.game_id] = game
+            metrics.running_replays.inc()
+            metrics.recovered_replays.inc()
+            log.info(
+                "game {game_id}: recovered from the spool ({uploads} upload(s), {size} bytes); "
+                "waiting {grace:g} s for its uploaders",
+                game_id=found.game_id,
+                uploads=len(found.uploads),
+                size=sum(upload.file.size for upload in found.uploads),
+                grace=self.settings.grace,
+            )
 
     def needs_admission(self, game_id: int) -> bool:
         """Whether an upload for this game must wait for :meth:`admit_upload`."""
@@ -151,6 +203,7 @@ class GameRegistry(Service):
 
     def startService(self) -> None:
         super().startService()
+        self.recover()
         self._ticker.start(self.settings.sample_interval, now=False)
 
     def stopService(self) -> Deferred:
@@ -166,6 +219,7 @@ class GameRegistry(Service):
 
         def close_watchers(_: object) -> None:
             for game in games:
+                game.stop_retrying()
                 game.close_watchers()
 
         return DeferredList(saves, consumeErrors=True).addCallback(close_watchers)

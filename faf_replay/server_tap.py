@@ -4,12 +4,14 @@
 
     FafReplayService (MultiService; stops its children in order)
     ├── WorkerPool       threads for compression and file I/O
+    ├── SpoolSync        fsyncs the spool every --spool-sync seconds
     ├── DatabaseMonitor  with --db: the adbapi pool, checked every 30 s
     ├── GameRegistry     every running game; one timer for all of them
     └── listener         strports endpoint serving ReplayFactory
 
 and on shutdown stops accepting first, then ends and saves every game, then
-closes the database pool, then stops the worker threads.
+syncs what stays in the spool, then closes the database pool, then stops the
+worker threads.
 """
 
 from __future__ import annotations
@@ -22,16 +24,21 @@ from twisted.application import strports
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from faf_replay import metrics
 from faf_replay.database import Database, DatabaseMonitor
 from faf_replay.database_config import DatabaseConfig, DatabaseConfigError
 from faf_replay.protocol import ReplayFactory
 from faf_replay.registry import GameRegistry
 from faf_replay.saving import Saver
 from faf_replay.settings import Settings, SettingsError, load_toml
+from faf_replay.spool import Spool, sync_files
 
 log = Logger()
 _DEFAULTS = Settings()
@@ -48,6 +55,8 @@ _HELP = {
     "stall_timeout": "seconds the merge waits for one uploader before it stops counting it as a voter",
     "linger": "seconds a watcher's connection stays open after its last byte",
     "drain_timeout": "seconds a saved game waits for slow watchers before closing them",
+    "spool": "where uploads are kept until their replay is saved [default: spool beside the vault]",
+    "spool_sync": "seconds between fsyncs of the spool",
     "db": "FAF's database, mysql://USER@HOST:PORT/NAME (password from $FAF_REPLAY_DB_PASSWORD)",
     "db_password_file": "a file holding the database password",
     "require_known_game": "refuse uploads for games the database does not know or that ended long ago",
@@ -60,13 +69,18 @@ def _option(name: str) -> str:
     return name.replace("_", "-")
 
 
+def _help(name: str) -> str:
+    default = getattr(_DEFAULTS, name)
+    return (
+        _HELP[name] if default is None or "[default" in _HELP[name] else f"{_HELP[name]} [default: {default}]"
+    )
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = "The live replay server of Forged Alliance Forever."
     optParameters = [
-        [_option(name), None, None, f"{_HELP[name]} [default: {getattr(_DEFAULTS, name)}]"]
-        for name in Settings.names()
-        if name not in _FLAGS
+        [_option(name), None, None, _help(name)] for name in Settings.names() if name not in _FLAGS
     ] + [["config", "c", None, "a TOML file with the same keys (the command line wins)"]]
     optFlags = [[_option(name), None, _HELP[name]] for name in _FLAGS]
 
@@ -121,6 +135,43 @@ class WorkerPool(Service):
         self.pool.stop()
 
 
+class SpoolSync(Service):
+    """fsyncs the spool files written since the last time, in a worker thread."""
+
+    def __init__(self, spool: Spool, reactor: Any, pool: ThreadPool, interval: float) -> None:
+        self.spool = spool
+        self._reactor = reactor
+        self._pool = pool
+        self._loop = LoopingCall(self.sync)
+        self._loop.clock = reactor
+        self._interval = interval
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop.start(self._interval, now=False)
+
+    def sync(self) -> Deferred | None:
+        files = self.spool.dirty_files()
+        if not files:
+            return None
+        d = deferToThreadPool(self._reactor, self._pool, sync_files, files)
+        d.addErrback(self._failed)
+        return d
+
+    def _failed(self, failure: Failure) -> None:
+        metrics.spool_errors.inc()
+        log.error("cannot fsync the spool: {why}", why=str(failure.value))
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+        try:
+            sync_files(self.spool.dirty_files())  # what stays for the next run
+        except OSError as error:
+            self._failed(Failure(error))
+
+
 class FafReplayService(MultiService):
     def __init__(
         self,
@@ -128,13 +179,15 @@ class FafReplayService(MultiService):
         registry: GameRegistry,
         workers: WorkerPool,
         database: DatabaseMonitor | None = None,
+        spool_sync: SpoolSync | None = None,
     ) -> None:
         super().__init__()
         self.listener = listener
         self.registry = registry
         self.workers = workers
         self.database = database
-        for child in (workers, database, registry, listener):
+        self.spool_sync = spool_sync
+        for child in (workers, spool_sync, database, registry, listener):
             if child is not None:
                 child.setServiceParent(self)
 
@@ -159,6 +212,8 @@ class FafReplayService(MultiService):
         Service.stopService(self)
         d = maybeDeferred(self.listener.stopService)
         d.addBoth(lambda _: self.registry.stopService())
+        if self.spool_sync is not None:
+            d.addBoth(lambda _: self.spool_sync.stopService())
         if self.database is not None:
             d.addBoth(lambda _: self.database.stopService())
         d.addBoth(lambda _: self.workers.stopService())
@@ -197,14 +252,21 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
     if reactor is None:
         from twisted.internet import reactor  # noqa: PLC0415 - twistd installs it first
     settings: Settings = options.settings
+    try:
+        spool = Spool(settings.spool_directory)
+    except OSError as error:
+        raise SystemExit(
+            f"cannot use the spool directory {settings.spool_directory}: {error.strerror}"
+        ) from None
     workers = WorkerPool()
     database = Database(options.database, reactor) if options.database is not None else None
     monitor = DatabaseMonitor(database, reactor) if database is not None else None
     saver = Saver(settings, reactor, workers.pool, database)
-    registry = GameRegistry(settings, reactor, saver.save, database)
+    registry = GameRegistry(settings, reactor, saver.save, database, spool)
     factory = ReplayFactory(registry, reactor)
     listener = strports.service(settings.port, factory, reactor=reactor)
-    service = FafReplayService(listener, registry, workers, monitor)
+    spool_sync = SpoolSync(spool, reactor, workers.pool, settings.spool_sync)
+    service = FafReplayService(listener, registry, workers, monitor, spool_sync)
     if under_twistd:
         ExitCleanlyOnSignal(reactor).setServiceParent(service)
     return service

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tomllib
 from dataclasses import dataclass, fields
 from typing import Any
@@ -45,6 +46,11 @@ class Settings:
     linger: float = 1.0
     #: Seconds a finished game waits for its slowest watchers before closing them.
     drain_timeout: float = 3600.0
+    #: Where uploads are kept until their replay is saved; default: ``spool``
+    #: beside the vault.
+    spool: str | None = None
+    #: Seconds between fsyncs of the spool (what a power loss can take).
+    spool_sync: float = 5.0
     #: FAF's database as ``mysql://USER@HOST:PORT/NAME``; none: run standalone.
     db: str | None = None
     #: A file holding the database password (else ``FAF_REPLAY_DB_PASSWORD``).
@@ -64,6 +70,7 @@ class Settings:
             "stall_timeout",
             "drain_timeout",
             "known_game_window",
+            "spool_sync",
         ):
             _check_duration(name, getattr(self, name), allow_zero=False)
         if self.quorum < 1:
@@ -76,6 +83,10 @@ class Settings:
             raise SettingsError("vault must be a directory")
         if self.require_known_game and not self.db:
             raise SettingsError("require_known_game needs a database (db)")
+
+    @property
+    def spool_directory(self) -> str:
+        return self.spool or os.path.join(os.path.dirname(os.path.abspath(self.vault)), "spool")
 
     @classmethod
     def names(cls) -> list[str]:
