@@ -17,7 +17,7 @@ from typing import Any
 import MySQLdb
 from twisted.application.service import Service
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorCore
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -209,6 +209,8 @@ class Database:
             return failure
 
         def failed(failure: Failure) -> Failure:
+            if failure.check(CancelledError):
+                return failure  # the caller stopped waiting (a timeout): not a database error
             metrics.database_errors.labels(operation).inc()
             reason = _describe(failure)
             log.error("database {operation} failed: {reason}", operation=operation, reason=reason)

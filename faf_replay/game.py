@@ -85,6 +85,8 @@ class FinishedReplay:
     ended_at: float
     #: Merged body bytes; all of ``body`` when not given.
     body_length: int | None = None
+    #: Brought back from the spool after a restart.
+    recovered: bool = False
 
     def body_bytes(self) -> bytes:
         """The merged body; may read the spool, so call it off the reactor thread."""
@@ -141,6 +143,7 @@ class Game:
         self._slices: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._save_waiters: list[Deferred] = []
         self._replay: FinishedReplay | None = None
+        self._recovered = False
         self._retry_call: IDelayedCall | None = None
         self._retry_delay: float | None = SAVE_RETRY_FIRST
         # A game nobody uploads to ends like one everybody left.
@@ -175,6 +178,7 @@ class Game:
 
     def add_recovered(self, stream: UploadStream) -> None:
         """An upload a previous run spooled; it has ended, but counts like any other."""
+        self._recovered = True
         if self.recorder is None:
             self.recorder = login_from_name(stream.name)
         self._streams.append(stream)
@@ -368,6 +372,7 @@ class Game:
             started_at=self.started_at,
             ended_at=ended_at,
             body_length=self._merge.length,
+            recovered=self._recovered,
         )
         self._attempt_save()
         return waiter

@@ -49,3 +49,4 @@ database_errors = Counter(
 )
 spool_errors = Counter("replayserver_spool_errors", "Uploads the spool could not keep on disk.")
 recovered_replays = Counter("replayserver_recovered_replays", "Games brought back from the spool at startup.")
+outbox_entries = Gauge("replayserver_outbox_entries", "Saved replays whose database bookkeeping is pending.")

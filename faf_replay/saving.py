@@ -1,10 +1,13 @@
-"""Saving a finished replay: its metadata, the vault file, the database row.
+"""Saving a finished replay: its metadata, the vault file, the database's part.
 
 The :class:`Saver` turns a :class:`~faf_replay.game.FinishedReplay` into a
-``.fafreplay`` file. With a database it first reads the game's record there
-(falling back to what the replay header tells when the game is unknown or the
-database is down), then compresses and writes the file in a worker thread
-(``vault.write_replay``), then sets ``replay_available`` and ``replay_ticks``.
+``.fafreplay`` file. With a database it first asks for the game's record
+(bounded by ``db_timeout``; the replay header's facts stand in when the game is
+unknown or the database is down or slow), then compresses and writes the file
+in a worker thread (``vault.write_replay``) together with an outbox entry, then
+lets the :class:`~faf_replay.bookkeeping.Bookkeeper` complete the database's
+part, now or, if the database cannot answer, later.
+
 Its Deferred never fails: it fires with a :class:`~faf_replay.game.SaveOutcome`,
 and every outcome is logged once and counted. When the vault refuses
 (``FAILED``) the game keeps its spool and tries again later. An existing file
@@ -13,11 +16,13 @@ is never replaced, and its row is then left alone.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import Any
 
 import fafreplay
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -25,19 +30,28 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from faf_replay import metrics
+from faf_replay.bookkeeping import Bookkeeper
 from faf_replay.database import MOD_NAME, Database, DatabaseError, GameRecord
 from faf_replay.game import FinishedReplay, SaveOutcome
 from faf_replay.metadata import database_metadata, standalone_metadata
+from faf_replay.outbox import Entry
 from faf_replay.settings import Settings
-from faf_replay.vault import ReplayExistsError, SavedReplay, write_replay
+from faf_replay.vault import ReplayExistsError, SavedReplay, vault_path, write_replay
 
 log = Logger()
 
 
 @dataclass(frozen=True)
+class _Metadata:
+    values: dict[str, Any] | None  # None: take the replay header's
+    #: The database could not answer: complete the JSON line later.
+    later: bool = False
+
+
+@dataclass(frozen=True)
 class _Written:
     saved: SavedReplay
-    ticks: int | None
+    entry: Entry | None
 
 
 class Saver:
@@ -47,11 +61,15 @@ class Saver:
         reactor: IReactorTime,
         pool: ThreadPool,
         database: Database | None = None,
+        bookkeeper: Bookkeeper | None = None,
     ) -> None:
+        if (database is None) != (bookkeeper is None):
+            raise ValueError("a database goes with a bookkeeper")
         self._settings = settings
         self._reactor = reactor
         self._pool = pool
         self._database = database
+        self._bookkeeper = bookkeeper
 
     def save(self, replay: FinishedReplay) -> Deferred:
         """Write ``replay``; fires with its :class:`SaveOutcome`."""
@@ -64,58 +82,57 @@ class Saver:
             return succeed(SaveOutcome.NOTHING)
         started = self._reactor.seconds()
         d = self._metadata(replay)
-        d.addCallback(
-            lambda metadata: deferToThreadPool(
-                self._reactor,  # type: ignore[arg-type]
-                self._pool,
-                self._write,
-                replay,
-                metadata,
-            )
-        )
+        d.addCallback(lambda metadata: self._in_thread(self._write, replay, metadata))
         d.addCallback(self._written, replay, started)
         d.addErrback(self._failed, replay)
         return d
 
+    def _in_thread(self, function: Any, *args: Any) -> Deferred:
+        return deferToThreadPool(self._reactor, self._pool, function, *args)  # type: ignore[arg-type]
+
     # -- metadata -------------------------------------------------------------
 
     def _metadata(self, replay: FinishedReplay) -> Deferred:
-        """The database's metadata, or None to take the replay header's."""
         if self._database is None:
-            return succeed(None)
+            return succeed(_Metadata(None))
         d = self._database.read_game(replay.game_id)
+        d.addTimeout(self._settings.db_timeout, self._reactor)  # type: ignore[arg-type]
         d.addCallbacks(self._from_record, self._database_down, callbackArgs=(replay,), errbackArgs=(replay,))
         return d
 
-    def _from_record(self, record: GameRecord | None, replay: FinishedReplay) -> dict[str, Any] | None:
+    def _from_record(self, record: GameRecord | None, replay: FinishedReplay) -> _Metadata:
         if record is None:
             log.warn(
                 "game {game_id} is not in the database; saving it with what the replay tells",
                 game_id=replay.game_id,
             )
-            return None
+            return _Metadata(None)
         if record.featured_mod is not None and not MOD_NAME.fullmatch(record.featured_mod):
             log.warn(
                 "game {game_id}: featured mod {mod!r} is not a table name; no file versions",
                 game_id=replay.game_id,
                 mod=record.featured_mod,
             )
-        return database_metadata(record, started_at=replay.started_at, now=self._reactor.seconds())
+        return _Metadata(database_metadata(record, started_at=replay.started_at, now=self._reactor.seconds()))
 
-    def _database_down(self, failure: Failure, replay: FinishedReplay) -> None:
-        failure.trap(DatabaseError)
+    def _database_down(self, failure: Failure, replay: FinishedReplay) -> _Metadata:
+        failure.trap(DatabaseError, defer.TimeoutError)
+        why = str(failure.value) if failure.check(DatabaseError) else "no answer in time"
         log.warn(
-            "game {game_id}: no database metadata ({why}); saving it with what the replay tells",
+            "game {game_id}: no database metadata ({why}); saving it with what the replay tells "
+            "and completing it once the database answers",
             game_id=replay.game_id,
-            why=str(failure.value),
+            why=why,
         )
+        return _Metadata(None, later=True)
 
     # -- the file (in a worker thread) ------------------------------------------
 
-    def _write(self, replay: FinishedReplay, metadata: dict[str, Any] | None) -> _Written:
+    def _write(self, replay: FinishedReplay, metadata: _Metadata) -> _Written:
         assert replay.header is not None
-        if metadata is None:
-            metadata = standalone_metadata(
+        values = metadata.values
+        if values is None:
+            values = standalone_metadata(
                 replay.game_id,
                 replay.header,
                 recorder=replay.recorder,
@@ -124,17 +141,39 @@ class Saver:
             )
         body = replay.body_bytes()
         saved = write_replay(
-            self._settings.vault,
-            replay.game_id,
-            metadata,
-            replay.header + body,
-            self._settings.zstd_level,
+            self._settings.vault, replay.game_id, values, replay.header + body, self._settings.zstd_level
         )
-        return _Written(saved, _ticks(body) if self._database is not None else None)
+        if self._bookkeeper is None:
+            return _Written(saved, None)
+        entry = Entry(
+            replay.game_id,
+            str(saved.path),
+            saved.size,
+            _ticks(body),
+            metadata.later,
+            replay.started_at,
+            replay.ended_at,
+        )
+        self._record(entry)
+        return _Written(saved, entry)
+
+    def _record(self, entry: Entry) -> None:
+        assert self._bookkeeper is not None
+        try:
+            self._bookkeeper.add(entry)
+        except OSError as error:
+            # The database work is still tried now, just not kept for later.
+            metrics.spool_errors.inc()
+            log.error(
+                "game {game_id}: cannot keep its database work in the outbox: {why}",
+                game_id=entry.game_id,
+                why=str(error),
+            )
 
     # -- outcomes ---------------------------------------------------------------
 
-    def _written(self, written: _Written, replay: FinishedReplay, started: float) -> Deferred | SaveOutcome:
+    @inlineCallbacks
+    def _written(self, written: _Written, replay: FinishedReplay, started: float):
         saved = written.saved
         elapsed = self._reactor.seconds() - started
         metrics.saved_replays.inc()
@@ -147,26 +186,21 @@ class Saver:
             body=replay.body_length if replay.body_length is not None else len(replay.body),
             elapsed=elapsed,
         )
-        if self._database is None:
-            return SaveOutcome.SAVED
-        d = self._database.mark_saved(replay.game_id, written.ticks)
-        d.addCallbacks(self._marked, self._not_marked, callbackArgs=(replay,), errbackArgs=(replay,))
-        d.addCallback(lambda _: SaveOutcome.SAVED)
-        return d
+        if written.entry is not None and self._bookkeeper is not None:
+            # A slow database does not hold the game up: the work goes on (or
+            # is retried) in the background.
+            done = yield _within(
+                self._bookkeeper.complete(written.entry), self._settings.db_timeout, self._reactor
+            )
+            if not done:
+                log.warn(
+                    "game {game_id}: the file is saved; its database row waits in the outbox",
+                    game_id=replay.game_id,
+                )
+        return SaveOutcome.SAVED
 
-    def _marked(self, rows: int, replay: FinishedReplay) -> None:
-        if rows == 0:
-            log.info("game {game_id}: no game_stats row to mark as saved", game_id=replay.game_id)
-
-    def _not_marked(self, failure: Failure, replay: FinishedReplay) -> None:
-        failure.trap(DatabaseError)
-        log.warn(
-            "game {game_id}: the file is saved but its row is not marked ({why})",
-            game_id=replay.game_id,
-            why=str(failure.value),
-        )
-
-    def _failed(self, failure: Failure, replay: FinishedReplay) -> SaveOutcome:
+    @inlineCallbacks
+    def _failed(self, failure: Failure, replay: FinishedReplay):
         if failure.check(ReplayExistsError):
             metrics.save_failures.labels("exists").inc()
             log.warn(
@@ -174,6 +208,11 @@ class Saver:
                 game_id=replay.game_id,
                 why=str(failure.value),
             )
+            if replay.recovered and self._bookkeeper is not None:
+                # A crash may have come between writing that file and telling the
+                # database: mark the row for the file that is there.
+                entry = yield self._in_thread(self._entry_for_existing, replay)
+                yield self._bookkeeper.complete(entry)
             return SaveOutcome.EXISTS
         if failure.check(OSError):
             metrics.save_failures.labels("io").inc()
@@ -186,6 +225,37 @@ class Saver:
             metrics.save_failures.labels("error").inc()
             log.failure("game {game_id}: saving failed", failure, game_id=replay.game_id)
         return SaveOutcome.FAILED
+
+    def _entry_for_existing(self, replay: FinishedReplay) -> Entry:
+        path = vault_path(self._settings.vault, replay.game_id)
+        data = path.read_bytes()
+        try:
+            scfa = fafreplay.extract_scfa(io.BytesIO(data))
+            ticks = _ticks(scfa[fafreplay.body_offset(scfa) :])
+        except Exception:
+            ticks = None
+        entry = Entry(replay.game_id, str(path), len(data), ticks, False, replay.started_at, replay.ended_at)
+        self._record(entry)
+        return entry
+
+
+def _within(work: Deferred, seconds: float, clock: IReactorTime) -> Deferred:
+    """``work``'s result, or False after ``seconds``; ``work`` itself runs on."""
+    result: Deferred = Deferred()
+
+    def finished(value: Any) -> Any:
+        if not result.called:
+            timer.cancel()
+            result.callback(value)
+        return value
+
+    def late() -> None:
+        if not result.called:
+            result.callback(False)
+
+    timer = clock.callLater(seconds, late)
+    work.addBoth(finished)
+    return result
 
 
 def _ticks(body: bytes) -> int | None:

@@ -32,8 +32,10 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from faf_replay import metrics
+from faf_replay.bookkeeping import Bookkeeper
 from faf_replay.database import Database, DatabaseMonitor
 from faf_replay.database_config import DatabaseConfig, DatabaseConfigError
+from faf_replay.outbox import Outbox
 from faf_replay.protocol import ReplayFactory
 from faf_replay.registry import GameRegistry
 from faf_replay.saving import Saver
@@ -59,6 +61,7 @@ _HELP = {
     "spool_sync": "seconds between fsyncs of the spool",
     "db": "FAF's database, mysql://USER@HOST:PORT/NAME (password from $FAF_REPLAY_DB_PASSWORD)",
     "db_password_file": "a file holding the database password",
+    "db_timeout": "seconds a save waits for the database before saving with the replay's own facts",
     "require_known_game": "refuse uploads for games the database does not know or that ended long ago",
     "known_game_window": "with --require-known-game: seconds after a game's end when uploads are refused",
 }
@@ -178,8 +181,10 @@ class FafReplayService(MultiService):
         listener: IService,
         registry: GameRegistry,
         workers: WorkerPool,
+        *,
         database: DatabaseMonitor | None = None,
         spool_sync: SpoolSync | None = None,
+        bookkeeper: Bookkeeper | None = None,
     ) -> None:
         super().__init__()
         self.listener = listener
@@ -187,7 +192,8 @@ class FafReplayService(MultiService):
         self.workers = workers
         self.database = database
         self.spool_sync = spool_sync
-        for child in (workers, spool_sync, database, registry, listener):
+        self.bookkeeper = bookkeeper
+        for child in (workers, spool_sync, database, bookkeeper, registry, listener):
             if child is not None:
                 child.setServiceParent(self)
 
@@ -214,6 +220,8 @@ class FafReplayService(MultiService):
         d.addBoth(lambda _: self.registry.stopService())
         if self.spool_sync is not None:
             d.addBoth(lambda _: self.spool_sync.stopService())
+        if self.bookkeeper is not None:
+            d.addBoth(lambda _: self.bookkeeper.stopService())
         if self.database is not None:
             d.addBoth(lambda _: self.database.stopService())
         d.addBoth(lambda _: self.workers.stopService())
@@ -261,12 +269,19 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
     workers = WorkerPool()
     database = Database(options.database, reactor) if options.database is not None else None
     monitor = DatabaseMonitor(database, reactor) if database is not None else None
-    saver = Saver(settings, reactor, workers.pool, database)
+    bookkeeper = (
+        Bookkeeper(Outbox(spool.directory / "outbox"), database, reactor, workers.pool)
+        if database is not None
+        else None
+    )
+    saver = Saver(settings, reactor, workers.pool, database, bookkeeper)
     registry = GameRegistry(settings, reactor, saver.save, database, spool)
     factory = ReplayFactory(registry, reactor)
     listener = strports.service(settings.port, factory, reactor=reactor)
     spool_sync = SpoolSync(spool, reactor, workers.pool, settings.spool_sync)
-    service = FafReplayService(listener, registry, workers, monitor, spool_sync)
+    service = FafReplayService(
+        listener, registry, workers, database=monitor, spool_sync=spool_sync, bookkeeper=bookkeeper
+    )
     if under_twistd:
         ExitCleanlyOnSignal(reactor).setServiceParent(service)
     return service

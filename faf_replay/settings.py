@@ -55,6 +55,9 @@ class Settings:
     db: str | None = None
     #: A file holding the database password (else ``FAF_REPLAY_DB_PASSWORD``).
     db_password_file: str | None = None
+    #: Seconds a save waits for the database's record of the game before it
+    #: saves with the replay's own facts (and completes them later).
+    db_timeout: float = 10.0
     #: Refuse uploads for games the database does not know, or that ended
     #: more than ``known_game_window`` seconds ago.
     require_known_game: bool = False
@@ -71,6 +74,7 @@ class Settings:
             "drain_timeout",
             "known_game_window",
             "spool_sync",
+            "db_timeout",
         ):
             _check_duration(name, getattr(self, name), allow_zero=False)
         if self.quorum < 1:

@@ -35,15 +35,19 @@ def vault_path(vault: str | os.PathLike[str], game_id: int) -> Path:
     return Path(vault, *parts, f"{game_id}.fafreplay")
 
 
+def metadata_line(metadata: dict[str, Any]) -> bytes:
+    """The JSON line of a replay file (without its newline): compact, ASCII."""
+    return json.dumps(metadata, separators=(",", ":"), sort_keys=True).encode("ascii")
+
+
 def encode_replay(metadata: dict[str, Any], scfa: bytes, level: int) -> bytes:
     """A version-2 ``.fafreplay``: one JSON line, ``\\n``, one zstd frame.
 
     The frame records its content size (one-shot decompressors need it) and
     nothing follows it.
     """
-    line = json.dumps(metadata, separators=(",", ":"), sort_keys=True).encode("ascii")
     compressor = zstandard.ZstdCompressor(level=level, write_content_size=True)
-    return line + b"\n" + compressor.compress(scfa)
+    return metadata_line(metadata) + b"\n" + compressor.compress(scfa)
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,16 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import TestCase
 
+from faf_replay.bookkeeping import Bookkeeper
 from faf_replay.database import Database, DatabaseError, GameRecord
 from faf_replay.database_config import DatabaseConfig
 from faf_replay.game import FinishedReplay, SaveOutcome
 from faf_replay.metadata import database_metadata
+from faf_replay.outbox import Outbox
 from faf_replay.saving import Saver
 from faf_replay.settings import Settings
 from faf_replay.vault import vault_path
+from tests.clients import until
 from tests.faf_database import ENDED, STARTED, FafDatabase
 from tests.logs import CapturedLogs
 from tests.metrics import metric
@@ -211,12 +214,19 @@ class SavingWithTheDatabase(DatabaseTestCase):
     def setUp(self):
         super().setUp()
         self.vault = self.mktemp()
+        self.outbox = Outbox(self.mktemp())
         self.pool = ThreadPool(0, 2, name="test-saver")
         self.pool.start()
         self.addCleanup(self.pool.stop)
 
-    def saver(self, database: Database | None = None) -> Saver:
-        return Saver(Settings(vault=self.vault, zstd_level=3), reactor, self.pool, database or self.database)
+    def saver(self, database: Database | None = None, **settings) -> Saver:
+        database = database or self.database
+        bookkeeper = Bookkeeper(self.outbox, database, reactor, self.pool)
+        bookkeeper.startService()
+        self.addCleanup(bookkeeper.stopService)
+        return Saver(
+            Settings(vault=self.vault, zstd_level=3, **settings), reactor, self.pool, database, bookkeeper
+        )
 
     def replay(self, game_id: int, name: str = "example") -> FinishedReplay:
         header, body = split(recording(name))
@@ -244,7 +254,8 @@ class SavingWithTheDatabase(DatabaseTestCase):
         meta, _ = self.saved(131)
         self.assertEqual(meta["teams"], {"2": ["MazorNoob"], "3": ["dragonite"]})
         self.assertEqual(len(self.logs.matching("game 131 is not in the database")), 1)
-        self.assertEqual(len(self.logs.matching("no game_stats row to mark")), 1)
+        self.assertEqual(len(self.logs.matching("the database does not know the game")), 1)
+        self.assertEqual(self.outbox.entries(), [])
 
     @inlineCallbacks
     def test_database_down_still_writes_the_file(self):
@@ -254,7 +265,9 @@ class SavingWithTheDatabase(DatabaseTestCase):
         meta, scfa = self.saved(132)
         self.assertEqual(scfa, recording("example"))
         self.assertEqual(meta["mapname"], "scmp_016")
-        self.assertEqual(len(self.logs.matching("the file is saved but its row is not marked")), 1)
+        self.assertEqual(len(self.logs.matching("its database row waits in the outbox")), 1)
+        [entry] = self.outbox.entries()
+        self.assertEqual((entry.game_id, entry.ticks, entry.needs_metadata), (132, 1928, True))
 
     @inlineCallbacks
     def test_never_clobber(self):
@@ -283,3 +296,77 @@ class SavingWithTheDatabase(DatabaseTestCase):
         meta, _ = self.saved(135)
         self.assertEqual((meta["featured_mod"], meta["featured_mod_versions"]), ("bad name", {}))
         self.assertEqual(len(self.logs.matching("is not a table name")), 1)
+
+
+class Outage(SavingWithTheDatabase):
+    """The database away at save time: nothing is lost, everything is completed later."""
+
+    @inlineCallbacks
+    def test_down_then_back(self):
+        self.db.standard_game(140, title="Comeback ⚡")
+        dead = self.connect(DatabaseConfig("127.0.0.1", 1, "nobody", "nothing", "x"))
+        yield self.saver(dead).save(self.replay(140))
+        meta, scfa = self.saved(140)
+        self.assertEqual((meta["title"], scfa), ("", recording("example")))  # the replay's own facts
+        self.assertEqual(self.db.replay_row(140), (None, 0))
+        # A restart later, with the database back: a new bookkeeper finds the entry.
+        bookkeeper = Bookkeeper(Outbox(self.outbox.directory), self.database, reactor, self.pool)
+        self.assertEqual(len(bookkeeper.outbox), 1)
+        yield bookkeeper.drain()
+        meta, scfa = self.saved(140)
+        self.assertEqual(scfa, recording("example"))
+        self.assertEqual((meta["title"], meta["host"]), ("Comeback ⚡", "Rowan"))
+        self.assertEqual(meta["teams"], {"2": ["Rowan", "Kim"], "3": ["Zoë"]})
+        self.assertEqual(self.db.replay_row(140), (1928, 1))
+        self.assertEqual(len(bookkeeper.outbox), 0)
+
+    @inlineCallbacks
+    def test_slow_database(self):
+        self.db.standard_game(141)
+        locker = FafDatabase.__new__(FafDatabase)  # a second root connection holding a lock
+        locker.server, locker.name = self.db.server, self.db.name
+        locker.connection = locker._connect()
+        self.addCleanup(locker.close)
+        locker.execute("LOCK TABLES game_stats WRITE")
+        saver = self.saver(db_timeout=0.3)
+        outcome = yield saver.save(self.replay(141))
+        self.assertIs(outcome, SaveOutcome.SAVED)
+        self.assertEqual(len(self.logs.matching("no answer in time")), 1)
+        self.assertEqual(self.saved(141)[0]["title"], "")
+        locker.execute("UNLOCK TABLES")
+        # The work that waited on the lock finishes by itself.
+        yield until(lambda: len(self.outbox) == 0)
+        self.assertEqual(self.saved(141)[0]["title"], "4v4 Setons")
+        self.assertEqual(self.db.replay_row(141), (1928, 1))
+
+    def _bookkeeper_of(self, saver: Saver) -> Bookkeeper:
+        return saver._bookkeeper
+
+    @inlineCallbacks
+    def test_retried_with_backoff_until_it_lands(self):
+        self.db.standard_game(142)
+        dead = self.connect(DatabaseConfig("127.0.0.1", 1, "nobody", "nothing", "x"))
+        saver = self.saver(dead)
+        yield saver.save(self.replay(142))
+        bookkeeper = self._bookkeeper_of(saver)
+        self.assertEqual(len(self.logs.matching("next try in 5 s")), 1)
+        yield bookkeeper.drain()
+        self.assertEqual(len(self.logs.matching("next try in 10 s")), 1)
+        bookkeeper._database = self.database  # the database is back
+        yield bookkeeper.drain()
+        self.assertEqual(self.db.replay_row(142), (1928, 1))
+        self.assertEqual(len(bookkeeper.outbox), 0)
+
+    @inlineCallbacks
+    def test_a_changed_file_is_not_rewritten(self):
+        self.db.standard_game(143)
+        dead = self.connect(DatabaseConfig("127.0.0.1", 1, "nobody", "nothing", "x"))
+        yield self.saver(dead).save(self.replay(143))
+        path = vault_path(self.vault, 143)
+        path.write_bytes(path.read_bytes() + b"x")  # somebody else's file now
+        before = path.read_bytes()
+        bookkeeper = Bookkeeper(self.outbox, self.database, reactor, self.pool)
+        yield bookkeeper.drain()
+        self.assertEqual(path.read_bytes(), before)
+        self.assertEqual(len(self.logs.matching("JSON line not completed")), 1)
+        self.assertEqual(self.db.replay_row(143), (1928, 1))  # the row is still right to mark

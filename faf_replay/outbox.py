@@ -1,0 +1,114 @@
+"""The outbox: database work that must not be lost when the database is away.
+
+After a replay file is written, what the database still has to learn about it
+(its metadata for the file's JSON line, ``replay_ticks``, ``replay_available``)
+is one small JSON entry in ``<spool>/outbox/<game_id>.json``, written
+atomically, removed once the database has it. Entries survive restarts. This
+module keeps the entries and rewrites a saved file's JSON line; the
+``bookkeeping`` module drains it. No Twisted here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from faf_replay.vault import metadata_line
+
+
+@dataclass(frozen=True)
+class Entry:
+    game_id: int
+    #: The saved file, and its size when we wrote it: only that file is completed.
+    path: str
+    size: int
+    ticks: int | None
+    #: The file's JSON line came from the replay header: fill it from the database.
+    needs_metadata: bool
+    started_at: float
+    ended_at: float
+
+
+class FileChanged(Exception):
+    """The saved file is not the one the entry describes; it is left alone."""
+
+
+class Outbox:
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def add(self, entry: Entry) -> None:
+        fd, temporary = tempfile.mkstemp(prefix=f".{entry.game_id}.", dir=self.directory)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            json.dump(asdict(entry), file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, self._path(entry.game_id))
+        _fsync_directory(self.directory)
+
+    def remove(self, game_id: int) -> None:
+        try:
+            os.unlink(self._path(game_id))
+        except FileNotFoundError:
+            pass
+
+    def entries(self) -> list[Entry]:
+        """Every entry, oldest game first; unreadable ones are skipped (and kept)."""
+        found = []
+        for path in self.directory.glob("*.json"):
+            try:
+                raw: Any = json.loads(path.read_text(encoding="utf-8"))
+                found.append(Entry(**raw))
+            except (OSError, ValueError, TypeError):
+                continue
+        return sorted(found, key=lambda e: e.ended_at)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.directory.glob("*.json"))
+
+    def _path(self, game_id: int) -> Path:
+        return self.directory / f"{game_id}.json"
+
+
+def complete_metadata(entry: Entry, metadata: dict[str, Any]) -> int:
+    """Replace the JSON line of the entry's file, atomically; returns the new size.
+
+    Blocking file I/O: run it in a thread. Raises :class:`FileChanged` when
+    the file is missing or not the size we wrote.
+    """
+    path = Path(entry.path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileChanged(f"{path} is gone") from None
+    if len(data) != entry.size:
+        raise FileChanged(f"{path} has {len(data)} bytes, not the {entry.size} we wrote")
+    _, newline, rest = data.partition(b"\n")
+    if not newline:
+        raise FileChanged(f"{path} has no JSON line")
+    new = metadata_line(metadata) + b"\n" + rest
+    fd, temporary = tempfile.mkstemp(prefix=f".{entry.game_id}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(new)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    _fsync_directory(path.parent)
+    return len(new)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
