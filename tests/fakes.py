@@ -5,13 +5,12 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred, succeed
 
 from faf_replay.game import FinishedReplay, Game, SaveOutcome
-from faf_replay.stream import UploadStream
 
 
 class FakeUploader:
     def __init__(self, game: Game, name: str = "player.SCFAreplay") -> None:
         self.game = game
-        self.stream = UploadStream(name)
+        self.stream = game.new_stream(name)  # spooled when the game has a spool
         self.closed = False
 
     def send(self, data: bytes) -> None:
@@ -56,15 +55,19 @@ class FakeWatcher:
 class Saves:
     """Records every save; succeeds at once unless told to hold."""
 
-    def __init__(self, hold: bool = False) -> None:
+    def __init__(self, hold: bool = False, outcome: SaveOutcome = SaveOutcome.SAVED) -> None:
         self.replays: list[FinishedReplay] = []
+        #: Each replay's merged body, read at save time (a spool is gone after).
+        self.bodies: list[bytes] = []
         self.pending: list[Deferred] = []
         self.hold = hold
+        self.outcome = outcome
 
     def __call__(self, replay: FinishedReplay) -> Deferred:
         self.replays.append(replay)
+        self.bodies.append(replay.body_bytes())
         if self.hold:
             d: Deferred = Deferred()
             self.pending.append(d)
             return d
-        return succeed(SaveOutcome.SAVED)
+        return succeed(self.outcome)
