@@ -198,7 +198,7 @@ class Recovery(SynchronousTestCase):
     def test_already_saved_game_leaves_the_spool(self):
         self.crash_during(22, {"a": recording("example")})
         saves = Saves(outcome=SaveOutcome.EXISTS)
-        registry, clock = self.registry(saves)
+        _, clock = self.registry(saves)
         clock.advance(SETTINGS.grace)
         self.assertEqual(len(saves.replays), 1)
         self.assertEqual(os.listdir(os.path.join(self.directory, "games")), [])
