@@ -94,6 +94,14 @@ class FinishedReplay:
         return bytes(self.body[0:length])
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why a connection cannot join a game: a metric label and words for the log."""
+
+    label: str
+    detail: str
+
+
 class SaveOutcome(enum.Enum):
     SAVED = "saved"  # the file is in the vault
     EXISTS = "exists"  # a replay of this game was there already; nothing written
@@ -138,6 +146,7 @@ class Game:
         self._window = DelayWindow(settings.delay)
         self._longest = 0
         self._uploads: set[Uploader] = set()
+        self._upload_count = 0
         self._streams: list[UploadStream] = []
         self._watchers: set[Watcher] = set()
         self._slices: OrderedDict[tuple[int, int], bytes] = OrderedDict()
@@ -187,10 +196,27 @@ class Game:
             self.header = stream.header
         self._longest = max(self._longest, len(stream.body))
 
-    def add_uploader(self, uploader: Uploader) -> bool:
-        """Join an uploader; False once the write phase is over."""
+    def uploader_refusal(self) -> Refusal | None:
+        """Why a new uploader cannot join, or None."""
         if self.state is not State.ACCEPTING:
+            return Refusal("game ended", "its replay has already ended")
+        if self._upload_count >= self._settings.max_uploads_per_game:
+            return Refusal("too many uploads", f"it has had {self._upload_count} uploads already")
+        return None
+
+    def watcher_refusal(self) -> Refusal | None:
+        """Why a new watcher cannot join, or None."""
+        if self.state not in (State.ACCEPTING, State.SAVING):
+            return Refusal("unknown game", "its replay is over")
+        if len(self._watchers) >= self._settings.max_watchers_per_game:
+            return Refusal("too many watchers", f"it has {len(self._watchers)} watchers already")
+        return None
+
+    def add_uploader(self, uploader: Uploader) -> bool:
+        """Join an uploader; False when :meth:`uploader_refusal` says no."""
+        if self.uploader_refusal() is not None:
             return False
+        self._upload_count += 1
         if self.recorder is None:
             self.recorder = login_from_name(uploader.stream.name)
         self._uploads.add(uploader)
@@ -226,8 +252,8 @@ class Game:
     # -- watchers -------------------------------------------------------------
 
     def add_watcher(self, watcher: Watcher) -> bool:
-        """Join a watcher; False once the replay is saved."""
-        if self.state not in (State.ACCEPTING, State.SAVING):
+        """Join a watcher; False when :meth:`watcher_refusal` says no."""
+        if self.watcher_refusal() is not None:
             return False
         self._watchers.add(watcher)
         return True

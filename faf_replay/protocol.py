@@ -11,6 +11,8 @@ this connection only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -24,6 +26,7 @@ from faf_replay.connection_header import (
     Kind,
 )
 from faf_replay.download import DownloadProtocol
+from faf_replay.limits import ConnectionLimits
 from faf_replay.registry import GameRegistry
 from faf_replay.upload import UploadProtocol
 
@@ -38,9 +41,10 @@ def describe_peer(address: IAddress) -> str:
 
 
 class ReplayProtocol(Protocol):
-    def __init__(self, registry: GameRegistry, clock: IReactorTime) -> None:
+    def __init__(self, registry: GameRegistry, clock: IReactorTime, release: Callable[[], None]) -> None:
         self._registry = registry
         self._clock = clock
+        self._release = release
         self._parser = ConnectionHeaderParser()
         self._sub: Protocol | None = None
         self._timeout: IDelayedCall | None = None
@@ -96,20 +100,24 @@ class ReplayProtocol(Protocol):
 
     def _start(self, header: ConnectionHeader, rest: bytes) -> None:
         sub: Protocol
+        settings = self._registry.settings
         if header.kind is Kind.UPLOAD:
-            game, why = self._registry.game_for_upload(header.game_id)
+            game, refusal = self._registry.game_for_upload(header.game_id)
             if game is None:
-                self._refuse(header, "game ended", f"upload for game {header.game_id} refused: {why}")
+                assert refusal is not None
+                self._refuse(
+                    header, refusal.label, f"upload for game {header.game_id} refused: {refusal.detail}"
+                )
                 return
-            upload = UploadProtocol(game, game.new_stream(header.name), self.peer)
+            upload = UploadProtocol(game, game.new_stream(header.name), self.peer, self._clock, settings)
             game.add_uploader(upload)
             sub = upload
         else:
-            game = self._registry.game_for_watch(header.game_id)
+            game, refusal = self._registry.game_for_watch(header.game_id)
             if game is None:
-                self._refuse(header, "unknown game", f"no live replay of game {header.game_id} to watch")
+                assert refusal is not None
+                self._refuse(header, refusal.label, f"cannot watch game {header.game_id}: {refusal.detail}")
                 return
-            settings = self._registry.settings
             download = DownloadProtocol(game, header.name, self.peer, self._clock, settings.linger)
             game.add_watcher(download)
             sub = download
@@ -155,6 +163,7 @@ class ReplayProtocol(Protocol):
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._release()
         if self._sub is not None:
             self._sub.connectionLost(reason)
             return
@@ -180,9 +189,46 @@ class ReplayProtocol(Protocol):
 
 
 class ReplayFactory(Factory):
+    """Builds a :class:`ReplayProtocol` per connection, within the connection limits."""
+
+    #: At most one log line per reason in this many seconds while refusing.
+    refusal_log_interval = 10.0
+
     def __init__(self, registry: GameRegistry, clock: IReactorTime) -> None:
         self.registry = registry
         self.clock = clock
+        settings = registry.settings
+        self.limits = ConnectionLimits(settings.max_connections_per_address, settings.max_connections)
+        self._refused: dict[str, tuple[float, int]] = {}  # reason -> (last log, refused since)
 
-    def buildProtocol(self, addr: IAddress) -> ReplayProtocol:
-        return ReplayProtocol(self.registry, self.clock)
+    def buildProtocol(self, addr: IAddress) -> ReplayProtocol | None:
+        host = str(getattr(addr, "host", addr))
+        reason = self.limits.admit(host)
+        if reason is not None:
+            self._refuse(reason, addr)
+            return None  # closed at once, before a byte is read
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.limits.release(host)
+
+        return ReplayProtocol(self.registry, self.clock, release)
+
+    def _refuse(self, reason: str, addr: IAddress) -> None:
+        metrics.rejected_connections.labels(reason).inc()
+        now = self.clock.seconds()
+        last, count = self._refused.get(reason, (float("-inf"), 0))
+        count += 1
+        if now - last >= self.refusal_log_interval:
+            log.warn(
+                "connection from {peer} refused: {reason} ({count} refused since the last such line)",
+                peer=describe_peer(addr),
+                reason=reason,
+                count=count,
+            )
+            self._refused[reason] = (now, 0)
+        else:
+            self._refused[reason] = (last, count)

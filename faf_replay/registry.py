@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 
 from faf_replay import metrics
 from faf_replay.database import Database, DatabaseError, GameStatus
-from faf_replay.game import Game, SaveFunction, State
+from faf_replay.game import Game, Refusal, SaveFunction, State
 from faf_replay.settings import Settings
 from faf_replay.spool import GameSpool, Spool
 from faf_replay.stream import UploadStream
@@ -54,24 +54,23 @@ class GameRegistry(Service):
 
     # -- finding games --------------------------------------------------------
 
-    def game_for_upload(self, game_id: int) -> tuple[Game | None, str]:
+    def game_for_upload(self, game_id: int) -> tuple[Game | None, Refusal | None]:
         """The game an uploader joins, created if needed; or None and why not."""
         game = self.games.get(game_id)
         if game is not None:
-            if game.state is State.ACCEPTING:
-                return game, ""
-            return None, "its replay has already ended"
+            refusal = game.uploader_refusal()
+            return (None, refusal) if refusal else (game, None)
         if not self.running:
-            return None, "the server is shutting down"
+            return None, Refusal("shutting down", "the server is shutting down")
         if game_id in self._ended:
-            return None, "its replay has already been saved"
+            return None, Refusal("game ended", "its replay has already been saved")
         game = Game(
             game_id, self.settings, self._clock, self._save, self._game_done, spool=self._game_spool(game_id)
         )
         self.games[game_id] = game
         metrics.running_replays.inc()
         log.info("game {game_id}: replay started", game_id=game_id)
-        return game, ""
+        return game, None
 
     def _game_spool(self, game_id: int) -> GameSpool | None:
         if self._spool is None:
@@ -165,11 +164,13 @@ class GameRegistry(Service):
         for waiter in self._admissions.pop(game_id, []):
             waiter.callback(refusal)
 
-    def game_for_watch(self, game_id: int) -> Game | None:
+    def game_for_watch(self, game_id: int) -> tuple[Game | None, Refusal | None]:
+        """The game a watcher joins; or None and why not."""
         game = self.games.get(game_id)
-        if game is None or game.state not in (State.ACCEPTING, State.SAVING):
-            return None
-        return game
+        if game is None:
+            return None, Refusal("unknown game", "no live replay")
+        refusal = game.watcher_refusal()
+        return (None, refusal) if refusal else (game, None)
 
     def when_done(self, game_id: int) -> Deferred:
         """Fires once the game with this id is saved and its watchers are gone."""

@@ -46,6 +46,17 @@ class Settings:
     linger: float = 1.0
     #: Seconds a finished game waits for its slowest watchers before closing them.
     drain_timeout: float = 3600.0
+    #: Seconds from ``P/…\0`` to a complete replay header.
+    replay_header_timeout: float = 300.0
+    #: Bytes one upload may send; a longer stream is cut there.
+    max_upload_bytes: int = 256 * 1024 * 1024
+    #: Uploads (connections) one game accepts in its life.
+    max_uploads_per_game: int = 64
+    #: Watchers of one game at once.
+    max_watchers_per_game: int = 1000
+    #: Open connections at once, from one address and in all.
+    max_connections_per_address: int = 256
+    max_connections: int = 30000
     #: Where uploads are kept until their replay is saved; default: ``spool``
     #: beside the vault.
     spool: str | None = None
@@ -75,10 +86,20 @@ class Settings:
             "known_game_window",
             "spool_sync",
             "db_timeout",
+            "replay_header_timeout",
         ):
             _check_duration(name, getattr(self, name), allow_zero=False)
         if self.quorum < 1:
             raise SettingsError(f"quorum must be at least 1, not {self.quorum}")
+        for name in (
+            "max_upload_bytes",
+            "max_uploads_per_game",
+            "max_watchers_per_game",
+            "max_connections_per_address",
+            "max_connections",
+        ):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}")
         if not 1 <= self.zstd_level <= 22:
             raise SettingsError(f"zstd_level must be between 1 and 22, not {self.zstd_level}")
         if not self.port:

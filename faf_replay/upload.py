@@ -1,56 +1,93 @@
 """The upload sub-protocol: one player's game streaming its replay to us.
 
 ``ReplayProtocol`` switches into :class:`UploadProtocol` after ``P/…\\0``. It
-feeds the bytes to its :class:`~faf_replay.stream.UploadStream`; the game reads
-the stream at its next tick. A stream whose replay header is invalid is closed;
-one the merge dropped keeps its connection (the player's game does not care) but
-its bytes are discarded.
+feeds the bytes to its :class:`~faf_replay.stream.UploadStream` (and so to the
+spool); the game reads the stream at its next tick. An upload is closed when
+its replay header is invalid, when it does not complete one within
+``replay_header_timeout``, or when it sends more than ``max_upload_bytes``
+(what came before stays in the replay). One the merge dropped keeps its
+connection (the player's game does not care) but its bytes are discarded.
 """
 
 from __future__ import annotations
 
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from faf_replay import metrics
 from faf_replay.game import Game
+from faf_replay.settings import Settings
 from faf_replay.stream import ReplayHeaderError, UploadStream
 
 log = Logger()
 
 
 class UploadProtocol(Protocol):
-    def __init__(self, game: Game, stream: UploadStream, peer: str) -> None:
+    def __init__(
+        self, game: Game, stream: UploadStream, peer: str, clock: IReactorTime, settings: Settings
+    ) -> None:
         self.game = game
         self.stream = stream
         self.peer = peer
-        self._bad_header: str | None = None
+        self._clock = clock
+        self._max_bytes = settings.max_upload_bytes
+        self._header_timeout = settings.replay_header_timeout
+        self._header_call: IDelayedCall | None = None
+        self._closed_because: str | None = None
 
     def connectionMade(self) -> None:
         metrics.active_connections.labels("writer").inc()
+        self._header_call = self._clock.callLater(self._header_timeout, self._no_header)
 
     def dataReceived(self, data: bytes) -> None:
         metrics.received_bytes.inc(len(data))
+        stream = self.stream
+        if self._closed_because is not None:
+            return
+        room = self._max_bytes - stream.received
+        if len(data) > room:
+            stream.feed(data[: max(room, 0)])
+            self._close("too large", f"more than {self._max_bytes} bytes; the rest is not kept")
+            return
         try:
-            completed = self.stream.feed(data)
+            completed = stream.feed(data)
         except ReplayHeaderError as error:
-            self._bad_header = str(error)
-            metrics.rejected_connections.labels("bad replay header").inc()
-            self.transport.loseConnection()
+            self._close("bad replay header", f"invalid replay header: {error}")
             return
         if completed:
-            self.game.header_complete(self.stream)
+            self._cancel_header_timeout()
+            self.game.header_complete(stream)
+
+    def _no_header(self) -> None:
+        self._header_call = None
+        if self.stream.header is None:
+            self._close(
+                "replay header timeout", f"no complete replay header within {self._header_timeout:g} s"
+            )
+
+    def _cancel_header_timeout(self) -> None:
+        if self._header_call is not None and self._header_call.active():
+            self._header_call.cancel()
+        self._header_call = None
+
+    def _close(self, reason: str, detail: str) -> None:
+        self._closed_because = detail
+        self.stream.ended = True
+        metrics.rejected_connections.labels(reason).inc()
+        self.transport.loseConnection()
 
     def close(self) -> None:
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._cancel_header_timeout()
         metrics.active_connections.labels("writer").dec()
         self.game.uploader_left(self)
         stream = self.stream
-        if self._bad_header is not None:
-            outcome = f"closed: invalid replay header: {self._bad_header}"
+        if self._closed_because is not None:
+            outcome = f"closed: {self._closed_because}"
             metrics.served_connections.labels(metrics.BAD_DATA).inc()
         else:
             if stream.header is None:

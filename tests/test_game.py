@@ -1,7 +1,7 @@
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.game import SAVE_RETRY_FIRST, SAVE_RETRY_MAX, Game, SaveOutcome, State
+from faf_replay.game import SAVE_RETRY_FIRST, SAVE_RETRY_MAX, Game, Refusal, SaveOutcome, State
 from faf_replay.registry import GameRegistry
 from faf_replay.settings import Settings
 from tests.fakes import FakeUploader, FakeWatcher, Saves
@@ -363,11 +363,11 @@ class Registry(SynchronousTestCase):
             self.registry.stopService()
 
     def test_one_game_per_id(self):
-        game, why = self.registry.game_for_upload(5)
-        self.assertEqual(why, "")
+        game, refusal = self.registry.game_for_upload(5)
+        self.assertIsNone(refusal)
         self.assertIs(self.registry.game_for_upload(5)[0], game)
-        self.assertIs(self.registry.game_for_watch(5), game)
-        self.assertIsNone(self.registry.game_for_watch(6))
+        self.assertEqual(self.registry.game_for_watch(5), (game, None))
+        self.assertEqual(self.registry.game_for_watch(6), (None, Refusal("unknown game", "no live replay")))
 
     def test_one_timer_drives_every_game(self):
         header, body = split(recording("example"))
@@ -393,8 +393,8 @@ class Registry(SynchronousTestCase):
         self.assertNotIn(5, self.registry.games)
         game, why = self.registry.game_for_upload(5)
         self.assertIsNone(game)
-        self.assertIn("already been saved", why)
-        self.assertIsNone(self.registry.game_for_watch(5))
+        self.assertEqual(why, Refusal("game ended", "its replay has already been saved"))
+        self.assertIsNone(self.registry.game_for_watch(5)[0])
         self.successResultOf(self.registry.when_done(5))
         self.assertEqual(len(self.saves.replays), 1)
         # after an hour the id is forgotten
@@ -407,7 +407,7 @@ class Registry(SynchronousTestCase):
         stopping = self.registry.stopService()
         late, why = self.registry.game_for_upload(2)
         self.assertIsNone(late)
-        self.assertIn("shutting down", why)
+        self.assertEqual(why.label, "shutting down")
         self.saves.pending[0].callback(SaveOutcome.SAVED)
         self.successResultOf(stopping)
 
@@ -416,7 +416,7 @@ class Registry(SynchronousTestCase):
         game, _ = self.registry.game_for_upload(5)
         game.end("test")
         self.assertIsNone(self.registry.game_for_upload(5)[0])
-        self.assertIs(self.registry.game_for_watch(5), game)
+        self.assertIs(self.registry.game_for_watch(5)[0], game)
 
     def test_stop_ends_and_saves_every_game(self):
         self.saves.hold = True

@@ -230,7 +230,7 @@ class Watchers(ProtocolTestCase):
             metric("replayserver_served_connections_total", result="No replay matched"), before + 1
         )
         self.assertEqual(self.logs.lines(LogLevel.warn), [])
-        self.assertEqual(len(self.logs.matching("no live replay of game 404")), 1)
+        self.assertEqual(len(self.logs.matching("cannot watch game 404: no live replay")), 1)
 
     def test_header_at_once_then_delayed_body_then_eof_after_linger(self):
         uploader, up_transport, header, body = self.start_game()
