@@ -4,79 +4,28 @@ from __future__ import annotations
 
 import io
 import os
-import re
-import sys
 from pathlib import Path
 
 import fafreplay
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
 from faf_replay.vault import vault_path
 from tests.clients import Uploader, Watcher, connect
+from tests.processes import Twistd, run_twistd
 from tests.recordings import recording
-
-ROOT = Path(__file__).resolve().parent.parent
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-
-
-class Twistd(ProcessProtocol):
-    """Runs twistd, collects its output and tells when it listens and when it exits."""
-
-    def __init__(self) -> None:
-        self.output = b""
-        self.port: int | None = None
-        self.exited: Deferred = Deferred()
-        self._listening: Deferred | None = None
-
-    def listening(self) -> Deferred:
-        """Fires with the game port; fails if twistd exits first."""
-        self._listening = Deferred()
-        if self.port is not None:
-            self._listening.callback(self.port)
-        elif self.exited.called:
-            self._listening.errback(RuntimeError(self.output.decode(errors="replace")))
-        return self._listening
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-        match = re.search(rb"ReplayFactory starting on (\d+)", self.output)
-        if match and self.port is None:
-            self.port = int(match.group(1))
-            if self._listening is not None:
-                self._listening.callback(self.port)
-
-    errReceived = outReceived
-
-    def processEnded(self, reason) -> None:
-        code = 0 if reason.check(ProcessDone) else reason.value.exitCode
-        if reason.check(ProcessTerminated) and reason.value.signal is not None:
-            code = -reason.value.signal
-        if self._listening is not None and not self._listening.called:
-            self._listening.errback(RuntimeError(self.output.decode(errors="replace")))
-        self.exited.callback(code)
 
 
 class TwistdProcess(TestCase):
     timeout = 60
 
     def run_twistd(self, *args: str) -> Twistd:
-        protocol = Twistd()
         self.cwd = self.mktemp()
         os.makedirs(self.cwd)
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        argv = [*TWISTD, "-n", "--pidfile=", "faf-replay", *args]
-        self.process = reactor.spawnProcess(protocol, sys.executable, argv, env=env, path=self.cwd)
-
-        def kill_leftover():
-            if not protocol.exited.called:
-                self.process.signalProcess("KILL")
-                return protocol.exited
-
-        self.addCleanup(kill_leftover)
+        protocol = run_twistd(self, self.cwd, *args)
+        self.process = protocol.process
         return protocol
 
     @inlineCallbacks

@@ -1,0 +1,74 @@
+"""``twistd faf-replay`` as a child process of a test."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.trial.unittest import TestCase
+
+ROOT = Path(__file__).resolve().parent.parent
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+class Twistd(ProcessProtocol):
+    """Runs twistd, collects its output and tells when it listens and when it exits."""
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.port: int | None = None
+        self.exited: Deferred = Deferred()
+        self._listening: Deferred | None = None
+        self.process: Any = None  # the IProcessTransport, once spawned
+
+    def listening(self) -> Deferred:
+        """Fires with the game port; fails if twistd exits first."""
+        self._listening = Deferred()
+        if self.port is not None:
+            self._listening.callback(self.port)
+        elif self.exited.called:
+            self._listening.errback(RuntimeError(self.output.decode(errors="replace")))
+        return self._listening
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        match = re.search(rb"ReplayFactory starting on (\d+)", self.output)
+        if match and self.port is None:
+            self.port = int(match.group(1))
+            if self._listening is not None:
+                self._listening.callback(self.port)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:
+        code = 0 if reason.check(ProcessDone) else reason.value.exitCode
+        if reason.check(ProcessTerminated) and reason.value.signal is not None:
+            code = -reason.value.signal
+        if self._listening is not None and not self._listening.called:
+            self._listening.errback(RuntimeError(self.output.decode(errors="replace")))
+        self.exited.callback(code)
+
+
+def run_twistd(test: TestCase, cwd: str, *args: str, env: dict[str, str] | None = None) -> Twistd:
+    """Start ``twistd -n faf-replay *args`` in ``cwd`` with this checkout's code;
+    killed after the test if still running. ``protocol.process`` signals it."""
+    protocol = Twistd()
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    argv = [*TWISTD, "-n", "--pidfile=", "faf-replay", *args]
+    protocol.process = reactor.spawnProcess(protocol, sys.executable, argv, env=environment, path=cwd)
+
+    def kill_leftover():
+        if not protocol.exited.called:
+            protocol.process.signalProcess("KILL")
+            return protocol.exited
+        return None
+
+    test.addCleanup(kill_leftover)
+    return protocol
