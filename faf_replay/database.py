@@ -11,6 +11,7 @@ the server; :class:`DatabaseMonitor` says when it goes and comes back.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -249,11 +250,19 @@ def _describe(failure: Failure) -> str:
 
 class DatabaseMonitor(Service):
     """Checks the database every ``interval`` seconds and logs when it goes down
-    or comes back; owns the pool, closed when the service stops."""
+    or comes back (then calls ``on_back``); owns the pool, closed when the
+    service stops."""
 
-    def __init__(self, database: Database, clock: IReactorCore, interval: float = 30.0) -> None:
+    def __init__(
+        self,
+        database: Database,
+        clock: IReactorCore,
+        interval: float = 30.0,
+        on_back: Callable[[], object] | None = None,
+    ) -> None:
         self.database = database
         self.reachable: bool | None = None
+        self._on_back = on_back
         self._check = LoopingCall(self.check)
         self._check.clock = clock
         self._interval = interval
@@ -269,9 +278,12 @@ class DatabaseMonitor(Service):
         return d
 
     def _up(self, _: object) -> None:
-        if self.reachable is not True:
+        was = self.reachable
+        if was is not True:
             log.info("database {db} is reachable", db=self.database.config.describe())
         self.reachable = True
+        if was is False and self._on_back is not None:
+            self._on_back()
 
     def _down(self, failure: Failure) -> None:
         if self.reachable is not False:

@@ -17,6 +17,7 @@ worker threads.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 from typing import Any
 
@@ -68,6 +69,7 @@ _HELP = {
     "db": "FAF's database, mysql://USER@HOST:PORT/NAME (password from $FAF_REPLAY_DB_PASSWORD)",
     "db_password_file": "a file holding the database password",
     "db_timeout": "seconds a save waits for the database before saving with the replay's own facts",
+    "db_check_interval": "seconds between checks that the database is reachable",
     "require_known_game": "refuse uploads for games the database does not know or that ended long ago",
     "known_game_window": "with --require-known-game: seconds after a game's end when uploads are refused",
 }
@@ -259,12 +261,27 @@ class ExitCleanlyOnSignal(Service):
         self._reactor.callFromThread(self._reactor.stop)
 
 
+def _raise_open_file_limit() -> None:
+    """Every connection and every spooled upload is a file descriptor: allow as
+    many as the hard limit lets us."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as error:
+            log.warn("cannot raise the open-file limit from {soft}: {why}", soft=soft, why=str(error))
+            return
+    log.info("open-file limit: {limit}", limit=hard)
+
+
 def makeService(options: Options, reactor: Any = None) -> FafReplayService:
     """The service tree; ``reactor=None`` means "run by twistd": the global
     reactor, and twistd's signal handling made to exit 0 after a clean stop."""
     under_twistd = reactor is None
     if reactor is None:
         from twisted.internet import reactor  # noqa: PLC0415 - twistd installs it first
+
+        _raise_open_file_limit()
     settings: Settings = options.settings
     try:
         spool = Spool(settings.spool_directory)
@@ -274,12 +291,10 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
         ) from None
     workers = WorkerPool()
     database = Database(options.database, reactor) if options.database is not None else None
-    monitor = DatabaseMonitor(database, reactor) if database is not None else None
-    bookkeeper = (
-        Bookkeeper(Outbox(spool.directory / "outbox"), database, reactor, workers.pool)
-        if database is not None
-        else None
-    )
+    bookkeeper = monitor = None
+    if database is not None:
+        bookkeeper = Bookkeeper(Outbox(spool.directory / "outbox"), database, reactor, workers.pool)
+        monitor = DatabaseMonitor(database, reactor, settings.db_check_interval, on_back=bookkeeper.drain)
     saver = Saver(settings, reactor, workers.pool, database, bookkeeper)
     registry = GameRegistry(settings, reactor, saver.save, database, spool)
     factory = ReplayFactory(registry, reactor)

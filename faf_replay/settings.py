@@ -69,6 +69,8 @@ class Settings:
     #: Seconds a save waits for the database's record of the game before it
     #: saves with the replay's own facts (and completes them later).
     db_timeout: float = 10.0
+    #: Seconds between checks that the database is reachable.
+    db_check_interval: float = 30.0
     #: Refuse uploads for games the database does not know, or that ended
     #: more than ``known_game_window`` seconds ago.
     require_known_game: bool = False
@@ -86,6 +88,7 @@ class Settings:
             "known_game_window",
             "spool_sync",
             "db_timeout",
+            "db_check_interval",
             "replay_header_timeout",
         ):
             _check_duration(name, getattr(self, name), allow_zero=False)
