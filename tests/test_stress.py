@@ -23,7 +23,7 @@ from faf_replay.vault import vault_path
 from tests.clients import Uploader, Watcher, connect, start_server, until
 from tests.recordings import recording
 
-IDLE_ADDRESSES = [f"127.0.0.{n}" for n in range(2, 10)]  # 8 × 300 idle, 256 allowed each
+IDLE_ADDRESSES = [f"127.0.0.{n}" for n in range(2, 10)]  # 8 addresses, 300 idle each, 256 allowed each
 IDLE_EACH = 300
 PER_ADDRESS = 256
 
