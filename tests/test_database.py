@@ -370,3 +370,27 @@ class Outage(SavingWithTheDatabase):
         self.assertEqual(path.read_bytes(), before)
         self.assertEqual(len(self.logs.matching("JSON line not completed")), 1)
         self.assertEqual(self.db.replay_row(143), (1928, 1))  # the row is still right to mark
+
+
+class RecoveredAfterACrash(SavingWithTheDatabase):
+    @inlineCallbacks
+    def test_existing_file_of_a_recovered_game_gets_its_row(self):
+        """A crash between writing the file and telling the database: the next run
+        finds the file there and marks the row for it."""
+        self.db.standard_game(150)
+        yield self.saver().save(self.replay(150))
+        self.db.execute("UPDATE game_stats SET replay_ticks = NULL, replay_available = 0 WHERE id = 150")
+        header, body = split(recording("example"))
+        recovered = FinishedReplay(150, header, body, "u", 1.0, 2.0, recovered=True)
+        outcome = yield self.saver().save(recovered)
+        self.assertIs(outcome, SaveOutcome.EXISTS)
+        self.assertEqual(self.db.replay_row(150), (1928, 1))
+        self.assertEqual(len(self.outbox), 0)
+
+    @inlineCallbacks
+    def test_a_late_duplicate_still_leaves_the_row_alone(self):
+        self.db.standard_game(151)
+        yield self.saver().save(self.replay(151))
+        self.db.execute("UPDATE game_stats SET replay_ticks = 7 WHERE id = 151")
+        yield self.saver().save(self.replay(151))  # not recovered: nothing to mend
+        self.assertEqual(self.db.replay_row(151), (7, 1))

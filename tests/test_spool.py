@@ -3,10 +3,12 @@
 import os
 
 from twisted.internet.task import Clock
+from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
 
 from faf_replay.game import SaveOutcome, State
 from faf_replay.registry import GameRegistry
+from faf_replay.server_tap import SpoolSync
 from faf_replay.settings import Settings
 from faf_replay.spool import Spool, SpoolFile, sync_files
 from faf_replay.stream import UploadStream
@@ -216,3 +218,18 @@ class Recovery(SynchronousTestCase):
         clock.advance(SETTINGS.grace)
         self.assertEqual(saves.replays[0].header + saves.bodies[0], recording("example"))
         self.assertEqual(os.listdir(os.path.join(self.directory, "games")), [])
+
+
+class Syncing(SynchronousTestCase):
+    def test_the_sync_service_fsyncs_what_was_written(self):
+        spool = Spool(self.mktemp())
+        game = spool.game(1, 0.0)
+        file = game.new_upload("a")
+        file.append(b"data")
+        clock = Clock()
+        pool = ThreadPool(0, 1)
+        service = SpoolSync(spool, clock, pool, interval=5)
+        service.startService()
+        self.assertTrue(file.dirty)
+        service.stopService()  # a last sync, for the next run
+        self.assertFalse(file.dirty)
