@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 
 import fafreplay
 from twisted.internet import reactor
@@ -9,8 +10,9 @@ from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
+from faf_replay import game as game_module
 from faf_replay.vault import vault_path
-from tests.clients import Uploader, Watcher, connect, start_server
+from tests.clients import Uploader, Watcher, connect, start_server, until
 from tests.logs import CapturedLogs
 from tests.recordings import recording, split
 
@@ -184,3 +186,34 @@ class Backpressure(TestCase):
 
         slow.transport.resumeProducing()
         self.assertEqual((yield slow.done), stream)
+
+
+class RefusingVault(TestCase):
+    """The vault refuses a file: the replay waits in the spool and is saved once it can be."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_saved_once_the_vault_takes_it(self):
+        self.patch(game_module, "SAVE_RETRY_FIRST", 0.2)
+        logs = CapturedLogs(self)
+        service, port = yield start_server(self)
+        vault = service.registry.settings.vault
+        os.makedirs(vault)
+        blocker = os.path.join(vault, "0")
+        with open(blocker, "w") as file:
+            file.write("a file where the vault needs a folder")
+        uploader = Uploader(31, "a.SCFAreplay", recording("example"), [8000])
+        other = Uploader(32, "b.SCFAreplay", recording("8805603"), [8000])
+        yield connect(port, uploader)
+        yield connect(port, other)
+        yield until(lambda: len(logs.matching("cannot write the replay file")) >= 2)
+        spool = os.path.join(service.registry.settings.spool_directory, "games")
+        self.assertEqual(sorted(os.listdir(spool)), ["31", "32"])
+        os.unlink(blocker)  # the operator mends the vault
+        yield service.registry.when_done(31)
+        yield service.registry.when_done(32)
+        self.assertEqual(read_saved(vault, 31)[1], recording("example"))
+        self.assertEqual(read_saved(vault, 32)[1], recording("8805603"))
+        self.assertEqual(os.listdir(spool), [])
+        self.assertGreaterEqual(len(logs.matching("the replay stays in the spool; next try in")), 2)
