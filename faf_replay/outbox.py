@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from faf_replay import durable
 from faf_replay.vault import metadata_line
 
 
@@ -43,13 +43,7 @@ class Outbox:
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def add(self, entry: Entry) -> None:
-        fd, temporary = tempfile.mkstemp(prefix=f".{entry.game_id}.", dir=self.directory)
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump(asdict(entry), file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, self._path(entry.game_id))
-        _fsync_directory(self.directory)
+        durable.replace(self._path(entry.game_id), json.dumps(asdict(entry)).encode(), f".{entry.game_id}.")
 
     def remove(self, game_id: int) -> None:
         try:
@@ -92,23 +86,5 @@ def complete_metadata(entry: Entry, metadata: dict[str, Any]) -> int:
     if not newline:
         raise FileChanged(f"{path} has no JSON line")
     new = metadata_line(metadata) + b"\n" + rest
-    fd, temporary = tempfile.mkstemp(prefix=f".{entry.game_id}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(new)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    _fsync_directory(path.parent)
+    durable.replace(path, new, f".{entry.game_id}.")
     return len(new)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

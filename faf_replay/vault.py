@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import zstandard
+
+from faf_replay.durable import fsync_directory, write_temporary
 
 
 class ReplayExistsError(FileExistsError):
@@ -73,26 +74,13 @@ def write_replay(
         raise ReplayExistsError(f"{final} already exists")
     data = encode_replay(metadata, scfa, level)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{game_id}.", suffix=".tmp", dir=final.parent)
+    temporary = write_temporary(final.parent, f".{game_id}.", data)
     try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        try:
-            # link() fails when the target exists: never overwrite, atomically.
-            os.link(temporary, final)
-        except FileExistsError:
-            raise ReplayExistsError(f"{final} already exists") from None
+        # link() fails when the target exists: never overwrite, atomically.
+        os.link(temporary, final)
+    except FileExistsError:
+        raise ReplayExistsError(f"{final} already exists") from None
     finally:
         os.unlink(temporary)
-    _fsync_directory(final.parent)
+    fsync_directory(final.parent)
     return SavedReplay(final, len(data))
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
