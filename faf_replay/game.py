@@ -145,6 +145,7 @@ class Game:
         self._stall_rule = StallRule(settings.stall_timeout)
         self._window = DelayWindow(settings.delay)
         self._longest = 0
+        self._first_body_at: float | None = None
         self._uploads: set[Uploader] = set()
         self._upload_count = 0
         self._streams: list[UploadStream] = []
@@ -287,6 +288,26 @@ class Game:
         for watcher in list(self._watchers):
             watcher.game_updated()
 
+    def status(self, now: float) -> dict[str, object]:
+        """What the live-games API says of this game."""
+        if self.visible or self.finished or not self._uploads:
+            watchable_in = 0.0 if self.header is not None else float(self._settings.delay)
+        elif self._first_body_at is None:
+            watchable_in = float(self._settings.delay)  # no body yet: at least the whole delay
+        else:
+            watchable_in = max(0.0, self._first_body_at + self._settings.delay - now)
+        return {
+            "game_id": self.game_id,
+            "uploaders": len(self._uploads),
+            "watchers": len(self._watchers),
+            "merged_bytes": self._merge.length,
+            "visible_bytes": self.visible,
+            "seconds_since_start": round(max(0.0, now - self.started_at), 1),
+            "watchable_in": round(watchable_in, 1),
+            "ending": self.state is not State.ACCEPTING or not self._uploads,
+            "state": self.state.value,
+        }
+
     # -- time -----------------------------------------------------------------
 
     def tick(self, now: float) -> None:
@@ -295,6 +316,8 @@ class Game:
             return
         for stream in self._streams:
             self._longest = max(self._longest, len(stream.body))
+        if self._longest and self._first_body_at is None:
+            self._first_body_at = now
         self._window.record(now, self._longest)
         limit = self._window.limit(now) if self._uploads else None
         self._advance(limit)

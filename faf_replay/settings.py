@@ -23,6 +23,16 @@ class SettingsError(ValueError):
 class Settings:
     #: strports endpoint for game clients (TCP).
     port: str = "tcp:15000"
+    #: strports endpoint for game clients over WebSocket; ``off`` (or none) disables it.
+    ws_port: str | None = None
+    #: Seconds a WebSocket client has for its opening handshake.
+    ws_handshake_timeout: float = 10.0
+    #: A file with the secret of signed WebSocket URLs; none: URLs are not checked.
+    ws_hmac_secret_file: str | None = None
+    #: Seconds a signed WebSocket URL stays valid after its timestamp.
+    ws_hmac_lifetime: float = 3600.0
+    #: strports endpoint for metrics, health and the live-games API; ``off`` disables it.
+    http_port: str | None = "tcp:8011"
     #: Directory saved replays go to.
     vault: str = "replays"
     #: Seconds watchers stay behind the game.
@@ -75,8 +85,15 @@ class Settings:
     #: more than ``known_game_window`` seconds ago.
     require_known_game: bool = False
     known_game_window: float = 3600.0
+    #: Report unexpected errors to Sentry (needs the ``sentry-sdk`` package).
+    sentry_dsn: str | None = None
+    #: ``text`` or ``json`` (one JSON object per line).
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
+        for name in ("ws_port", "http_port"):
+            if getattr(self, name) in ("", "off", "none"):
+                object.__setattr__(self, name, None)
         for name in ("delay", "grace", "linger"):
             _check_duration(name, getattr(self, name), allow_zero=True)
         for name in (
@@ -90,6 +107,8 @@ class Settings:
             "db_timeout",
             "db_check_interval",
             "replay_header_timeout",
+            "ws_handshake_timeout",
+            "ws_hmac_lifetime",
         ):
             _check_duration(name, getattr(self, name), allow_zero=False)
         if self.quorum < 1:
@@ -109,6 +128,8 @@ class Settings:
             raise SettingsError("port must be a strports endpoint such as tcp:15000")
         if not self.vault:
             raise SettingsError("vault must be a directory")
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"log_format must be text or json, not {self.log_format!r}")
         if self.require_known_game and not self.db:
             raise SettingsError("require_known_game needs a database (db)")
 

@@ -9,9 +9,11 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from faf_replay.server_tap import FafReplayService, Options, makeService
+from faf_replay.server_tap import Options, makeService
+from faf_replay.services import FafReplayService
 
 FAST = {
+    "http-port": "off",
     "delay": "0.3",
     "sample-interval": "0.05",
     "grace": "0.3",

@@ -61,6 +61,8 @@ def run_twistd(test: TestCase, cwd: str, *args: str, env: dict[str, str] | None 
     killed after the test if still running. ``protocol.process`` signals it."""
     protocol = Twistd()
     environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    if not any(arg.startswith("--http-port") for arg in args) and "--help" not in args:
+        args = (*args, "--http-port=off")  # no fixed port taken by the tests
     argv = [*TWISTD, "-n", "--pidfile=", "faf-replay", *args]
     protocol.process = reactor.spawnProcess(protocol, sys.executable, argv, env=environment, path=cwd)
 

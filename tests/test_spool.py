@@ -8,7 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from faf_replay.game import SaveOutcome, State
 from faf_replay.registry import GameRegistry
-from faf_replay.server_tap import SpoolSync
+from faf_replay.services import SpoolSync
 from faf_replay.settings import Settings
 from faf_replay.spool import Spool, SpoolFile, sync_files
 from faf_replay.stream import UploadStream

@@ -1,0 +1,185 @@
+"""The long-lived parts of the server as Twisted services, and their order.
+
+:class:`FafReplayService` is the root: it starts its children and, on
+shutdown, stops them in the order that loses nothing (stop accepting, end and
+save every game, sync the spool, finish the database work, close the pool,
+stop the worker threads). ``MultiService`` alone would stop them all at once.
+"""
+
+from __future__ import annotations
+
+import resource
+import signal
+from typing import Any
+
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import ILogObserver, Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from faf_replay import metrics
+from faf_replay.bookkeeping import Bookkeeper
+from faf_replay.database import DatabaseMonitor
+from faf_replay.registry import GameRegistry
+from faf_replay.spool import Spool, sync_files
+
+log = Logger()
+
+
+class WorkerPool(Service):
+    """A thread pool started and stopped with the service tree."""
+
+    def __init__(self, maximum: int = 4) -> None:
+        self.pool = ThreadPool(minthreads=0, maxthreads=maximum, name="faf-replay-worker")
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
+
+
+class SpoolSync(Service):
+    """fsyncs the spool files written since the last time, in a worker thread."""
+
+    def __init__(self, spool: Spool, reactor: Any, pool: ThreadPool, interval: float) -> None:
+        self.spool = spool
+        self._reactor = reactor
+        self._pool = pool
+        self._loop = LoopingCall(self.sync)
+        self._loop.clock = reactor
+        self._interval = interval
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop.start(self._interval, now=False)
+
+    def sync(self) -> Deferred | None:
+        files = self.spool.dirty_files()
+        if not files:
+            return None
+        d = deferToThreadPool(self._reactor, self._pool, sync_files, files)
+        d.addErrback(self._failed)
+        return d
+
+    def _failed(self, failure: Failure) -> None:
+        metrics.spool_errors.inc()
+        log.error("cannot fsync the spool: {why}", why=str(failure.value))
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+        try:
+            sync_files(self.spool.dirty_files())  # what stays for the next run
+        except OSError as error:
+            self._failed(Failure(error))
+
+
+class ExitCleanlyOnSignal(Service):
+    """SIGTERM and SIGINT stop the reactor, and twistd then exits 0.
+
+    Twisted's own handlers make twistd re-raise the signal once the reactor has
+    stopped, so the process dies "by SIGTERM" even after a clean shutdown. A
+    server that saved every replay has succeeded; say so to the supervisor.
+    The handlers go in once the reactor runs (it installs its own first).
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        self._reactor.callWhenRunning(self._install)
+
+    def _install(self) -> None:
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, self._received)
+
+    def _received(self, number: int, frame: object) -> None:
+        log.info("received {signal}: stopping", signal=signal.Signals(number).name)
+        self._reactor.callFromThread(self._reactor.stop)
+
+
+def raise_open_file_limit() -> None:
+    """Every connection and every spooled upload is a file descriptor: allow as
+    many as the hard limit lets us."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as error:
+            log.warn("cannot raise the open-file limit from {soft}: {why}", soft=soft, why=str(error))
+            return
+    log.info("open-file limit: {limit}", limit=hard)
+
+
+def listening(listener: IService) -> Deferred:
+    """Fires with a strports service's ``IListeningPort`` once it is open.
+
+    A branch of the endpoint service's own Deferred, which must keep its
+    result: ``stopService`` needs the port to stop listening.
+    """
+    branch: Deferred = Deferred()
+
+    def passthrough(result: Any) -> Any:
+        branch.callback(result)
+        return result
+
+    listener._waitingForPort.addCallback(passthrough)  # type: ignore[attr-defined]
+    return branch
+
+
+class FafReplayService(MultiService):
+    def __init__(
+        self,
+        listeners: dict[str, IService],
+        registry: GameRegistry,
+        workers: WorkerPool,
+        *,
+        database: DatabaseMonitor | None = None,
+        spool_sync: SpoolSync | None = None,
+        bookkeeper: Bookkeeper | None = None,
+        log_observer: ILogObserver | None = None,
+    ) -> None:
+        super().__init__()
+        #: "game", and "websocket" and "http" when enabled.
+        self.listeners = listeners
+        self.registry = registry
+        self.workers = workers
+        self.database = database
+        self.spool_sync = spool_sync
+        self.bookkeeper = bookkeeper
+        self._log_observer = log_observer
+        for child in (workers, spool_sync, database, bookkeeper, registry, *listeners.values()):
+            if child is not None:
+                child.setServiceParent(self)
+
+    @property
+    def listener(self) -> IService:
+        return self.listeners["game"]
+
+    def listening(self, name: str = "game") -> Deferred:
+        return listening(self.listeners[name])
+
+    def setServiceParent(self, parent: Any) -> None:
+        # twistd asks its application which log observer to use once the
+        # service is attached: that is where --log-format json takes effect.
+        if self._log_observer is not None and hasattr(parent, "setComponent"):
+            parent.setComponent(ILogObserver, self._log_observer)
+        super().setServiceParent(parent)
+
+    def stopService(self) -> Deferred:
+        """Stop accepting, then end and save every game, then the rest, in order."""
+        Service.stopService(self)
+        d = DeferredList([maybeDeferred(listener.stopService) for listener in self.listeners.values()])
+        d.addBoth(lambda _: self.registry.stopService())
+        for service in (self.spool_sync, self.bookkeeper, self.database, self.workers):
+            if service is not None:
+                d.addBoth(lambda _, service=service: service.stopService())
+        return d

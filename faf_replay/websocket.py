@@ -1,0 +1,148 @@
+"""The WebSocket transport: the same protocol, carried in WebSocket messages.
+
+FAF's client reaches the server through a WebSocket. Every message payload,
+binary or text, is appended to one byte stream that carries exactly what a TCP
+connection carries (``P/…\\0`` or ``G/…\\0``, then replay bytes); message
+boundaries mean nothing. :class:`WebSocketReplayProtocol` (autobahn) hands
+that stream to an ordinary :class:`~faf_replay.protocol.ReplayProtocol` through
+:class:`MessageTransport`, so uploads and watchers behave the same on both
+transports: one behaviour, two transports. Watchers receive binary messages,
+flow control goes through to the TCP socket underneath, and the end is a close
+frame (1000). Frames are passed on as they arrive, never assembled into whole
+messages. With a secret, the handshake must carry a timed HMAC token
+(``signed_url.py``) or is refused with 403.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from faf_replay import metrics
+from faf_replay.protocol import ReplayFactory, ReplayProtocol
+from faf_replay.signed_url import SignedUrlError, check_signed_url
+
+log = Logger()
+
+
+class MessageTransport:
+    """What a :class:`ReplayProtocol` needs of a transport, over a WebSocket."""
+
+    def __init__(self, websocket: WebSocketReplayProtocol) -> None:
+        self._websocket = websocket
+        self.disconnecting = False
+
+    def write(self, data: bytes) -> None:
+        if not self.disconnecting:
+            self._websocket.sendMessage(data, isBinary=True)
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        if not self.disconnecting:
+            self.disconnecting = True
+            self._websocket.sendClose(1000)
+
+    def abortConnection(self) -> None:
+        self.disconnecting = True
+        self._websocket.dropConnection(abort=True)
+
+    def getPeer(self) -> IAddress:
+        return self._websocket.transport.getPeer()
+
+    def getHost(self) -> IAddress:
+        return self._websocket.transport.getHost()
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self._websocket.transport.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self._websocket.transport.unregisterProducer()
+
+    def pauseProducing(self) -> None:
+        self._websocket.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._websocket.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._websocket.transport.stopProducing()
+
+
+class WebSocketReplayProtocol(WebSocketServerProtocol):
+    """One WebSocket connection, carrying one replay connection."""
+
+    replay: ReplayProtocol | None = None
+
+    def onConnect(self, request: Any) -> None:
+        secret = self.factory.hmac_secret
+        if secret is None:
+            return
+        now = self.factory.clock.seconds()
+        try:
+            check_signed_url(secret, request.path, request.params, now, self.factory.hmac_lifetime)
+        except SignedUrlError as error:
+            metrics.rejected_connections.labels("bad signed url").inc()
+            log.warn("websocket from {peer} refused: {why}", peer=self.peer, why=str(error))
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "a valid signed URL is required") from None
+
+    def onOpen(self) -> None:
+        replay = self.factory.replay_factory.buildProtocol(self.transport.getPeer())
+        if replay is None:  # over the connection limits
+            self.dropConnection(abort=True)
+            return
+        self.replay = replay
+        replay.makeConnection(MessageTransport(self))  # type: ignore[arg-type]
+
+    # Frames go on as they arrive: nothing is held until a message is whole.
+    def onMessageFrameData(self, payload: bytes) -> None:
+        if self.replay is not None and payload:
+            self.replay.dataReceived(payload)
+
+    def onMessageFrameEnd(self) -> None:
+        pass
+
+    def onMessageEnd(self) -> None:
+        pass
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        replay, self.replay = self.replay, None
+        if replay is None:
+            return
+        if code == 1000:
+            replay.connectionLost(Failure(ConnectionDone("closed with 1000")))
+        else:
+            replay.connectionLost(Failure(ConnectionLost(f"closed with {code}: {reason}")))
+
+
+class WebSocketReplayFactory(WebSocketServerFactory):
+    protocol = WebSocketReplayProtocol
+
+    def __init__(
+        self,
+        replay_factory: ReplayFactory,
+        clock: IReactorTime,
+        *,
+        handshake_timeout: float,
+        hmac_secret: bytes | None = None,
+        hmac_lifetime: float = 3600.0,
+    ) -> None:
+        super().__init__()
+        self.replay_factory = replay_factory
+        self.clock = clock
+        self.hmac_secret = hmac_secret
+        self.hmac_lifetime = hmac_lifetime
+        self.setProtocolOptions(
+            openHandshakeTimeout=handshake_timeout,
+            closeHandshakeTimeout=5,
+            utf8validateIncoming=False,  # text payloads are replay bytes too
+            maxFramePayloadSize=0,
+            maxMessagePayloadSize=0,
+        )
