@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -108,3 +111,65 @@ def until(condition, timeout: float = 10.0, step: float = 0.01):
 
 def connect(port: int, protocol: Protocol) -> Deferred:
     return connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), protocol)
+
+
+class _ClientMessageTransport:
+    """What the byte-stream test clients need of a transport, over a WebSocket."""
+
+    def __init__(self, websocket: WebSocketClientProtocol) -> None:
+        self._websocket = websocket
+
+    def write(self, data: bytes) -> None:
+        self._websocket.sendMessage(data, isBinary=True)
+
+    def loseConnection(self) -> None:
+        self._websocket.sendClose(1000)
+
+    def abortConnection(self) -> None:
+        self._websocket.dropConnection(abort=True)
+
+    def pauseProducing(self) -> None:
+        self._websocket.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._websocket.transport.resumeProducing()
+
+    def getPeer(self):
+        return self._websocket.transport.getPeer()
+
+
+class WebSocketClient(WebSocketClientProtocol):
+    """Carries a byte-stream client protocol (``Uploader``, ``Watcher``) in WebSocket messages."""
+
+    def __init__(self, inner: Protocol, opened: Deferred) -> None:
+        super().__init__()
+        self.inner = inner
+        self.opened = opened
+        self.messages: list[tuple[bytes, bool]] = []
+        self.close_code: int | None = None
+
+    def onOpen(self):
+        self.inner.makeConnection(_ClientMessageTransport(self))
+        self.opened.callback(self.inner)
+
+    def onMessage(self, payload, isBinary):
+        self.messages.append((payload, isBinary))
+        self.inner.dataReceived(payload)
+
+    def onClose(self, wasClean, code, reason):
+        self.close_code = code
+        if not self.opened.called:
+            self.opened.errback(ConnectionError(f"websocket closed before opening: {code} {reason}"))
+            return
+        self.inner.connectionLost(None)
+
+
+def connect_websocket(port: int, protocol: Protocol, path: str = "/", context: Any = None) -> Deferred:
+    """Like :func:`connect`, over a WebSocket to ``ws://127.0.0.1:<port><path>``."""
+    opened: Deferred = Deferred()
+    scheme = "wss" if context is not None else "ws"
+    factory = WebSocketClientFactory(f"{scheme}://127.0.0.1:{port}{path}")
+    factory.protocol = lambda: WebSocketClient(protocol, opened)  # type: ignore[assignment]
+    factory.setProtocolOptions(openHandshakeTimeout=10)
+    connectWS(factory, contextFactory=context)
+    return opened

@@ -27,27 +27,37 @@ def sleep(seconds: float):
     return deferLater(reactor, seconds, lambda: None)
 
 
-class EndToEnd(TestCase):
+class OverTCP:
+    """How a suite reaches the server: plain TCP. Subclassed for WebSocket."""
+
+    def start(self, **options):
+        return start_server(self, **options)
+
+    def connect(self, port, protocol):
+        return connect(port, protocol)
+
+
+class EndToEnd(OverTCP, TestCase):
     timeout = 60
 
     @inlineCallbacks
     def test_uploaders_and_watchers(self):
         logs = CapturedLogs(self)
-        service, port = yield start_server(self)
+        service, port = yield self.start()
         stream = recording("example")
         uploaders = [
             Uploader(2000, f"player{i}.SCFAreplay", stream, sizes)
             for i, sizes in enumerate([[1000, 333, 4096, 17], [1, 2000, 7], [8192], [500, 501]])
         ]
         for uploader in uploaders:
-            yield connect(port, uploader)
+            yield self.connect(port, uploader)
         yield sleep(0.1)
         early = [Watcher(2000, f"early{i}") for i in range(3)]
         for watcher in early:
-            yield connect(port, watcher)
+            yield self.connect(port, watcher)
         yield DeferredList([u.sent_all for u in uploaders])
         late = Watcher(2000, "late")
-        yield connect(port, late)
+        yield self.connect(port, late)
         done = service.registry.when_done(2000)
         received = yield DeferredList([w.done for w in [*early, late]])
         yield done
@@ -68,15 +78,15 @@ class EndToEnd(TestCase):
 
     @inlineCallbacks
     def test_diverging_uploads(self):
-        service, port = yield start_server(self)
+        service, port = yield self.start()
         uploaders = []
         for i in range(6):
             uploader = Uploader(3001, f"{i}.SCFAreplay", recording(f"diverging_1/{i}"), [700 + 37 * i])
             uploaders.append(uploader)
-            yield connect(port, uploader)
+            yield self.connect(port, uploader)
         yield sleep(0.05)
         watcher = Watcher(3001)
-        yield connect(port, watcher)
+        yield self.connect(port, watcher)
         done = service.registry.when_done(3001)
         watched = yield watcher.done
         yield done
@@ -89,9 +99,9 @@ class EndToEnd(TestCase):
 
     @inlineCallbacks
     def test_single_uploader(self):
-        service, port = yield start_server(self)
+        service, port = yield self.start()
         uploader = Uploader(7, "solo.SCFAreplay", recording("8805603"), [64])
-        yield connect(port, uploader)
+        yield self.connect(port, uploader)
         yield uploader.done
         yield service.registry.when_done(7)
         _, scfa = read_saved(service.registry.settings.vault, 7)
@@ -101,21 +111,21 @@ class EndToEnd(TestCase):
     def test_garbage_beside_a_game(self):
         """Bad connections are closed; the honest game is saved intact."""
         logs = CapturedLogs(self)
-        service, port = yield start_server(self)
+        service, port = yield self.start()
         honest = Uploader(11, "honest.SCFAreplay", recording("example"), [4000])
-        yield connect(port, honest)
+        yield self.connect(port, honest)
         garbage = [
             Uploader(11, "liar.SCFAreplay", b"\x00" * 5000, [100]),  # empty version string
             Uploader(11, "noise.SCFAreplay", bytes(range(256)) * 20, [300]),
         ]
         for g in garbage:
-            yield connect(port, g)
+            yield self.connect(port, g)
         bad_header = Watcher(11, "x")
         bad_header.header = b"Q/11/x\0"
-        yield connect(port, bad_header)
+        yield self.connect(port, bad_header)
         self.assertEqual((yield bad_header.done), b"")
         unknown = Watcher(999)
-        yield connect(port, unknown)
+        yield self.connect(port, unknown)
         self.assertEqual((yield unknown.done), b"")
         yield service.registry.when_done(11)
         _, scfa = read_saved(service.registry.settings.vault, 11)
@@ -125,14 +135,14 @@ class EndToEnd(TestCase):
 
     @inlineCallbacks
     def test_late_uploader_does_not_touch_the_saved_file(self):
-        service, port = yield start_server(self)
+        service, port = yield self.start()
         first = Uploader(12, "a.SCFAreplay", recording("example"), [10000])
-        yield connect(port, first)
+        yield self.connect(port, first)
         yield service.registry.when_done(12)
         path = vault_path(service.registry.settings.vault, 12)
         before = path.read_bytes()
         late = Uploader(12, "b.SCFAreplay", recording("8805603"), [10000])
-        yield connect(port, late)
+        yield self.connect(port, late)
         yield late.done
         yield sleep(0.5)
         self.assertEqual(path.read_bytes(), before)
@@ -140,14 +150,14 @@ class EndToEnd(TestCase):
 
     @inlineCallbacks
     def test_stop_saves_running_games(self):
-        service, port = yield start_server(self, delay="300", grace="30")
+        service, port = yield self.start(delay="300", grace="30")
         uploader = Uploader(13, "a.SCFAreplay", recording("example"), [5000])
         uploader.keep_open = True
-        yield connect(port, uploader)
+        yield self.connect(port, uploader)
         yield uploader.sent_all
         yield sleep(0.1)
         watcher = Watcher(13)
-        yield connect(port, watcher)
+        yield self.connect(port, watcher)
         yield watcher.first_data
         yield service.stopService()
         yield uploader.done
@@ -157,35 +167,41 @@ class EndToEnd(TestCase):
         self.assertEqual(scfa, recording("example"))
 
 
-class Backpressure(TestCase):
+class Backpressure(OverTCP, TestCase):
     """A watcher that stops reading costs a bounded buffer and slows nobody."""
 
     timeout = 120
 
     @inlineCallbacks
     def test_slow_watcher(self):
-        service, port = yield start_server(self, delay="0.1", grace="1")
+        service, port = yield self.start(delay="0.1", grace="1")
         header, body = split(recording("example"))
         stream = header + body * 500  # ~20 MB: more than the kernel's socket buffers hold
         uploader = Uploader(21, "p.SCFAreplay", stream, [256 * 1024], pause=0.001)
-        yield connect(port, uploader)
+        yield self.connect(port, uploader)
         yield sleep(0.05)
         slow, fast = Watcher(21, "slow"), Watcher(21, "fast")
-        yield connect(port, slow)
+        yield self.connect(port, slow)
         slow.transport.pauseProducing()  # stop reading from the socket
-        yield connect(port, fast)
+        yield self.connect(port, fast)
         received = yield fast.done
         self.assertEqual(received, stream)
 
         game = service.registry.games[21]
         [download] = [w for w in game._watchers if w.name == "slow"]
-        transport = download.transport
+        transport = socket_of(download.transport)
         buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
         self.assertLessEqual(buffered, transport.bufferSize + 64 * 1024)
         self.assertLess(download.sent, len(stream) // 2)  # most of it is still only in the game
 
         slow.transport.resumeProducing()
         self.assertEqual((yield slow.done), stream)
+
+
+def socket_of(transport):
+    """The TCP transport under a watcher's transport (itself, or the WebSocket's)."""
+    websocket = getattr(transport, "_websocket", None)
+    return transport if websocket is None else websocket.transport
 
 
 class RefusingVault(TestCase):
