@@ -150,6 +150,7 @@ class Game:
         self._upload_count = 0
         self._streams: list[UploadStream] = []
         self._watchers: set[Watcher] = set()
+        self._peak_watchers = 0
         self._slices: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._save_waiters: list[Deferred] = []
         self._replay: FinishedReplay | None = None
@@ -257,6 +258,7 @@ class Game:
         if self.watcher_refusal() is not None:
             return False
         self._watchers.add(watcher)
+        self._peak_watchers = max(self._peak_watchers, len(self._watchers))
         return True
 
     def remove_watcher(self, watcher: Watcher) -> None:
@@ -472,6 +474,7 @@ class Game:
         if self.state is State.DONE:
             return
         self.state = State.DONE
+        metrics.watchers_per_replay.observe(self._peak_watchers)
         if self.spool is not None:
             # The replay is safe and no watcher reads the uploads any more.
             self.spool.remove()

@@ -50,3 +50,8 @@ database_errors = Counter(
 spool_errors = Counter("replayserver_spool_errors", "Uploads the spool could not keep on disk.")
 recovered_replays = Counter("replayserver_recovered_replays", "Games brought back from the spool at startup.")
 outbox_entries = Gauge("replayserver_outbox_entries", "Saved replays whose database bookkeeping is pending.")
+watchers_per_replay = Histogram(
+    "replayserver_watchers_per_replay",
+    "Most watchers a replay had at once, observed when it is done.",
+    buckets=(0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)

@@ -1,0 +1,151 @@
+"""The HTTP side: metrics, health, the live-games API and its page."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, readBody
+
+from tests.clients import Uploader, Watcher, connect, start_server, until
+from tests.recordings import recording
+
+HTTP = {"http-port": "tcp:0:interface=127.0.0.1"}
+
+
+@inlineCallbacks
+def get(port: int, path: str):
+    response = yield Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}{path}".encode())
+    body = yield readBody(response)
+    return response.code, response.headers.getRawHeaders(b"content-type", [b""])[0], body
+
+
+class WebTestCase(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def start(self, **options):
+        service, game_port = yield start_server(self, **{**HTTP, **options})
+        http_port = (yield service.listening("http")).getHost().port
+        return service, game_port, http_port
+
+
+class Metrics(WebTestCase):
+    @inlineCallbacks
+    def test_the_anchors_names_and_ours(self):
+        service, game, http = yield self.start()
+        uploader = Uploader(60, "a.SCFAreplay", recording("example"), [5000])
+        yield connect(game, uploader)
+        yield service.registry.when_done(60)
+        code, kind, body = yield get(http, "/metrics")
+        self.assertEqual(code, 200)
+        self.assertIn(b"text/plain", kind)
+        text = body.decode()
+        for name in [
+            'replayserver_active_connections_count{category="writer"}',
+            'replayserver_served_connections_total{result="Success"}',
+            "replayserver_running_replays_count",
+            "replayserver_finished_replays_total",
+            "replayserver_saved_replay_files_total",
+            "replayserver_received_bytes_total",
+            "replayserver_sent_bytes_total",
+            "replayserver_rejected_connections_total",
+            "replayserver_diverged_uploads_total",
+            "replayserver_stalled_uploads_total",
+            "replayserver_save_duration_seconds_bucket",
+            "replayserver_database_errors_total",
+            "replayserver_outbox_entries",
+            "replayserver_watchers_per_replay_bucket",
+        ]:
+            self.assertIn(name, text)
+
+
+class Health(WebTestCase):
+    @inlineCallbacks
+    def test_healthy(self):
+        _, _, http = yield self.start()
+        code, _, body = yield get(http, "/health")
+        self.assertEqual(code, 200)
+        self.assertEqual(
+            json.loads(body),
+            {
+                "status": "ok",
+                "listening": {"game": True, "http": True},
+                "vault_writable": True,
+                "database": "off",
+                "running_replays": 0,
+            },
+        )
+
+    @inlineCallbacks
+    def test_unwritable_vault(self):
+        service, _, http = yield self.start()
+        vault = service.registry.settings.vault
+        os.makedirs(os.path.dirname(vault), exist_ok=True)
+        with open(vault, "w") as file:
+            file.write("a file where the vault should be")
+        code, _, body = yield get(http, "/health")
+        self.assertEqual(code, 503)
+        self.assertEqual(json.loads(body)["vault_writable"], False)
+
+    @inlineCallbacks
+    def test_database_down(self):
+        service, _, http = yield self.start(
+            db="mysql://nobody@127.0.0.1:1/faf", **{"db-check-interval": "0.2"}
+        )
+        yield until(lambda: service.database.reachable is False)
+        code, _, body = yield get(http, "/health")
+        self.assertEqual((code, json.loads(body)["database"]), (200, "down"))
+
+
+class LiveGames(WebTestCase):
+    @inlineCallbacks
+    def test_games_api(self):
+        service, game, http = yield self.start(delay="300", grace="30")
+        stream = recording("example")
+        uploaders = [Uploader(70, f"{who}.SCFAreplay", stream, [4000]) for who in "ab"]
+        for uploader in uploaders:
+            uploader.keep_open = True
+            yield connect(game, uploader)
+            yield uploader.sent_all
+        yield until(lambda: 70 in service.registry.games)
+        yield connect(game, Watcher(70))
+        yield until(lambda: service.registry.games[70].watcher_count == 1)
+        code, kind, body = yield get(http, "/games")
+        self.assertEqual((code, kind), (200, b"application/json"))
+        [status] = json.loads(body)
+        self.assertEqual(status["game_id"], 70)
+        self.assertEqual((status["uploaders"], status["watchers"], status["ending"]), (2, 1, False))
+        self.assertEqual(status["state"], "accepting")
+        self.assertGreater(status["watchable_in"], 250)  # the body arrived moments ago; delay 300
+        self.assertLessEqual(status["watchable_in"], 300)
+        self.print_example(body)
+        code, _, one = yield get(http, "/games/70")
+        self.assertEqual((code, json.loads(one)["game_id"]), (200, 70))
+        code, _, _ = yield get(http, "/games/71")
+        self.assertEqual(code, 404)
+        code, _, _ = yield get(http, "/games/abc")
+        self.assertEqual(code, 404)
+        for uploader in uploaders:
+            uploader.transport.loseConnection()
+        yield until(lambda: service.registry.games[70].status(reactor.seconds())["ending"])
+        [status] = json.loads((yield get(http, "/games"))[2])
+        self.assertEqual((status["ending"], status["watchable_in"]), (True, 0))
+
+    def print_example(self, body: bytes) -> None:
+        print(f"\n    GET /games -> {body.decode()}")
+
+    @inlineCallbacks
+    def test_page(self):
+        service, game, http = yield self.start(delay="300")
+        uploader = Uploader(72, "a.SCFAreplay", recording("example"), [4000])
+        uploader.keep_open = True
+        yield connect(game, uploader)
+        yield until(lambda: 72 in service.registry.games)
+        code, kind, body = yield get(http, "/")
+        self.assertEqual((code, kind), (200, b"text/html; charset=utf-8"))
+        self.assertIn(b'<tr data-game="72">', body)
+        self.assertIn(b"1 running", body)
