@@ -13,13 +13,16 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python import usage
 
 
-def start(dsn: str) -> None:
+def start(dsn: str) -> SentryObserver:
+    """Initialise Sentry and send it every logged failure from now on."""
     try:
         import sentry_sdk  # noqa: PLC0415 - optional, and only with a DSN
     except ImportError:
         raise usage.UsageError("--sentry-dsn needs the sentry-sdk package (pip install sentry-sdk)") from None
     sentry_sdk.init(dsn=dsn, default_integrations=False)
-    globalLogPublisher.addObserver(SentryObserver(sentry_sdk.capture_exception))
+    observer = SentryObserver(sentry_sdk.capture_exception)
+    globalLogPublisher.addObserver(observer)
+    return observer
 
 
 class SentryObserver:

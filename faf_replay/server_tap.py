@@ -95,7 +95,9 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
         database=monitor,
         spool_sync=SpoolSync(spool, reactor, workers.pool, settings.spool_sync),
         bookkeeper=bookkeeper,
-        log_observer=jsonFileLogObserver(sys.stdout) if settings.log_format == "json" else None,
+        log_observer=jsonFileLogObserver(sys.stdout, recordSeparator="")
+        if settings.log_format == "json"
+        else None,
     )
     if settings.http_port is not None:
         site = web_site(service, reactor)
@@ -104,3 +106,8 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
     if under_twistd:
         ExitCleanlyOnSignal(reactor).setServiceParent(service)
     return service
+
+
+def _json_lines() -> Any:
+    """twisted.logger's JSON events, one per line (no RFC 7464 separators)."""
+    return jsonFileLogObserver(sys.stdout, recordSeparator="")
