@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IAddress, IReactorTime
@@ -39,7 +40,8 @@ class MessageTransport:
         self.disconnecting = False
 
     def write(self, data: bytes) -> None:
-        if not self.disconnecting:
+        # Like a TCP transport, a closing WebSocket drops what is written to it.
+        if not self.disconnecting and self._websocket.state == WebSocketProtocol.STATE_OPEN:
             self._websocket.sendMessage(data, isBinary=True)
 
     def writeSequence(self, data: list[bytes]) -> None:

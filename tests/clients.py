@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
+from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -120,7 +121,8 @@ class _ClientMessageTransport:
         self._websocket = websocket
 
     def write(self, data: bytes) -> None:
-        self._websocket.sendMessage(data, isBinary=True)
+        if self._websocket.state == WebSocketProtocol.STATE_OPEN:  # else dropped, as TCP would
+            self._websocket.sendMessage(data, isBinary=True)
 
     def loseConnection(self) -> None:
         self._websocket.sendClose(1000)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 from autobahn.twisted.websocket import WebSocketClientFactory, connectWS
+from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import Protocol
@@ -12,6 +13,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from faf_replay.signed_url import sign
+from faf_replay.websocket import MessageTransport
 from tests import test_end_to_end as over_tcp
 from tests.clients import Uploader, Watcher, WebSocketClient, connect, connect_websocket, start_server, until
 from tests.logs import CapturedLogs
@@ -205,3 +207,25 @@ class SignedUrls(TestCase):
         )
         self.assertNotIn(51, self.service.registry.games)
         self.assertEqual(len(self.logs.matching("websocket from")), 4)
+
+
+class ClosingWebSocket(TestCase):
+    """Writing to a WebSocket that is closing drops the bytes, as TCP does."""
+
+    def test_writes_go_out_only_while_open(self):
+        class Socket:
+            def __init__(self, state):
+                self.state = state
+                self.sent = []
+
+            def sendMessage(self, data, isBinary):
+                self.sent.append((data, isBinary))
+
+        for state, sent in [
+            (WebSocketProtocol.STATE_OPEN, [(b"bytes", True)]),
+            (WebSocketProtocol.STATE_CLOSING, []),
+            (WebSocketProtocol.STATE_CLOSED, []),
+        ]:
+            websocket = Socket(state)
+            MessageTransport(websocket).write(b"bytes")
+            self.assertEqual(websocket.sent, sent)
