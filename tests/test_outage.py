@@ -125,4 +125,4 @@ class DatabaseOutage(TestCase):
         yield until(lambda: self.outbox() == [], timeout=30)
         self.assertEqual(self.saved(510)[0]["title"], "Back soon")
         self.assertEqual(self.db.replay_row(510), (1928, 1))
-        self.assertIn(b"is reachable", server.output)
+        yield until(lambda: b"is reachable" in server.output, timeout=30)  # the monitor saw it too
