@@ -29,7 +29,7 @@ class JsonLogs(TestCase):
         cwd = self.mktemp()
         os.makedirs(cwd)
         twistd = run_twistd(self, cwd, "--log-format=json", "--port=tcp:0:interface=127.0.0.1", "--grace=0.2")
-        yield until(lambda: b'"faf_replay.services"' in twistd.output or twistd.exited.called)
+        yield until(lambda: b"starting on" in twistd.output or twistd.exited.called)
         events = [json.loads(line) for line in twistd.output.splitlines() if line.strip()]
         [listening] = [e for e in events if "starting on" in " ".join(e.get("message", []))]
         port = int(listening["message"][0].rsplit(" ", 1)[1])
