@@ -10,6 +10,7 @@ import sentry_sdk
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger, globalLogPublisher
+from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
@@ -68,8 +69,16 @@ class Sentry(TestCase):
 
     def setUp(self):
         self.sink = Sink()
-        self.port = reactor.listenTCP(0, Site(self.sink), interface="127.0.0.1")
-        self.addCleanup(self.port.stopListening)
+        self.site = WrappingFactory(Site(self.sink))  # keeps its open connections in .protocols
+        self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+        self.addCleanup(self.close_sink)
+
+    @inlineCallbacks
+    def close_sink(self):
+        yield self.port.stopListening()
+        for protocol in list(self.site.protocols):
+            protocol.transport.abortConnection()
+        yield until(lambda: not self.site.protocols)
 
     def test_a_logged_failure_reaches_sentry(self):
         dsn = f"http://publickey@127.0.0.1:{self.port.getHost().port}/42"
