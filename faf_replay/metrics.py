@@ -55,3 +55,9 @@ watchers_per_replay = Histogram(
     "Most watchers a replay had at once, observed when it is done.",
     buckets=(0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
 )
+reactor_lag = Histogram(
+    "replayserver_reactor_lag_seconds",
+    "How late the reactor ran a timer that should have run at once (a stall of the event loop).",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+reactor_lag_max = Gauge("replayserver_reactor_lag_max_seconds", "The longest reactor stall since the start.")

@@ -37,6 +37,7 @@ from faf_replay.saving import Saver
 from faf_replay.services import (
     ExitCleanlyOnSignal,
     FafReplayService,
+    ReactorLagProbe,
     SpoolSync,
     WorkerPool,
     raise_open_file_limit,
@@ -103,6 +104,7 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
         site = web_site(service, reactor)
         service.listeners["http"] = strports.service(settings.http_port, site, reactor=reactor)
         service.listeners["http"].setServiceParent(service)
+    ReactorLagProbe(reactor).setServiceParent(service)
     if under_twistd:
         ExitCleanlyOnSignal(reactor).setServiceParent(service)
     return service

@@ -106,6 +106,44 @@ class ExitCleanlyOnSignal(Service):
         self._reactor.callFromThread(self._reactor.stop)
 
 
+class ReactorLagProbe(Service):
+    """Measures how late a short timer fires: the longest the event loop was busy.
+
+    Every ``interval`` seconds it asks to be called back at once; the delay
+    before that happens is a stall (a long callback, blocking I/O, a big
+    merge). Exported as ``replayserver_reactor_lag_seconds`` and its maximum.
+    """
+
+    def __init__(self, reactor: Any, interval: float = 0.05) -> None:
+        self._reactor = reactor
+        self._loop = LoopingCall(self._probe)
+        self._loop.clock = reactor
+        self._interval = interval
+        self._pending: Any = None
+        self.longest = 0.0
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop.start(self._interval, now=False)
+
+    def _probe(self) -> None:
+        self._pending = self._reactor.callLater(0, self._measure, self._reactor.seconds())
+
+    def _measure(self, asked: float) -> None:
+        lag = max(0.0, self._reactor.seconds() - asked)
+        metrics.reactor_lag.observe(lag)
+        if lag > self.longest:
+            self.longest = lag
+            metrics.reactor_lag_max.set(lag)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+
+
 def raise_open_file_limit() -> None:
     """Every connection and every spooled upload is a file descriptor: allow as
     many as the hard limit lets us."""
@@ -182,4 +220,9 @@ class FafReplayService(MultiService):
         for service in (self.spool_sync, self.bookkeeper, self.database, self.workers):
             if service is not None:
                 d.addBoth(lambda _, service=service: service.stopService())
+        d.addBoth(lambda _: self._stop_the_rest())
         return d
+
+    def _stop_the_rest(self) -> Deferred:
+        """Children that need no particular order (the lag probe, signal handling)."""
+        return DeferredList([maybeDeferred(child.stopService) for child in self if child.running])
