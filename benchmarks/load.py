@@ -1,0 +1,633 @@
+"""The load benchmark: real games against a real ``twistd faf-replay``.
+
+    .venv/bin/python -m benchmarks.load capacity --games 2400 --uploaders 4 --watchers 2 --rate 5000
+    .venv/bin/python -m benchmarks.load cost --games 400 --size 300000
+    .venv/bin/python -m benchmarks.load idle --connections 10000
+    .venv/bin/python -m benchmarks.load watchers --watchers 200 --size 5600000
+
+Starts the server (this checkout) as a subprocess on free ports, and drives it
+over real TCP from several load-generator processes, each a plain
+``selectors`` loop over many non-blocking sockets (cheap enough to share the
+machine with the server). Uploads are real recordings from ``tests/data``
+(the body repeated to the length asked), written ten times a second at a fixed
+byte rate or paced by the replay's own ticks; some uploaders diverge or leave
+early; some watchers join late. Every saved file is read back with
+``fafreplay.extract_scfa`` and every watcher's bytes are checked. Prints a
+readable table and, last, one line of JSON. Figures: server CPU (user+sys from
+``/proc``) per phase, peak and steady resident memory, memory per connection,
+bytes in and out, connections held, replays saved and verified, time from a
+game's last upload to its saved file (median, p99), the longest reactor stall
+(the server's own probe), and the generators' CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import resource
+import selectors
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+
+# -- streams -------------------------------------------------------------------------
+
+
+def split(stream: bytes) -> tuple[bytes, bytes]:
+    import fafreplay  # noqa: PLC0415 - the generators do not need it
+
+    offset = fafreplay.body_offset(stream)
+    return stream[:offset], stream[offset:]
+
+
+def make_stream(name: str, size: int) -> bytes:
+    """A real recording's header and its body repeated to about ``size`` bytes."""
+    header, body = split((DATA / f"{name}.scfareplay").read_bytes())
+    repeats = max(1, -(-(size - len(header)) // len(body)))
+    return header + body * repeats
+
+
+def tick_times(stream: bytes, acceleration: float) -> list[tuple[float, int]]:
+    """(seconds from the start, end offset) at every Advance command of the body."""
+    header, body = split(stream)
+    times, position, ticks = [], len(header), 0
+    while position + 3 <= len(stream):
+        kind = stream[position]
+        size = int.from_bytes(stream[position + 1 : position + 3], "little")
+        if size < 3:
+            break
+        if kind == 0:
+            ticks += int.from_bytes(stream[position + 3 : position + 7], "little")
+            times.append((ticks * 0.1 / acceleration, position + size))
+        position += size
+    times.append((ticks * 0.1 / acceleration, len(stream)))
+    return times
+
+
+# -- the load generator (one process drives many sockets) ---------------------------------
+
+
+@dataclass
+class Upload:
+    game: int
+    sock: socket.socket
+    data: bytes
+    end: int  # where this uploader stops (early leavers stop before the end)
+    sent: int = 0
+    wire: bytes = b""
+    closed_at: float | None = None
+
+
+@dataclass
+class Watch:
+    game: int
+    sock: socket.socket
+    join_at: float
+    digest: object = field(default_factory=hashlib.sha256)
+    received: int = 0
+    done: bool = False
+    connected: bool = False
+
+
+def generator(spec: dict) -> dict:
+    """Run one generator's share of the games; returns what it saw."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    address = (spec["host"], spec["port"])
+    streams: dict[tuple[str, int], bytes] = {}
+    selector = selectors.DefaultSelector()
+    uploads: list[Upload] = []
+    watches: list[Watch] = []
+    start = spec["start_at"]
+    interval = spec["interval"]
+    for game in spec["games"]:
+        key = (game["recording"], game["size"])
+        if key not in streams:
+            streams[key] = make_stream(*key)
+        stream = streams[key]
+        for plan in game["uploaders"]:
+            data = stream
+            if plan.get("diverge_at") is not None:
+                at = int(len(stream) * plan["diverge_at"])
+                data = stream[:at] + bytes(b ^ 0x55 for b in stream[at : at + 64]) + stream[at + 64 :]
+            end = int(len(data) * plan.get("leave_at", 1.0))
+            sock = _connect(address)
+            sock.send(f"P/{game['id']}/{plan['name']}.SCFAreplay\0".encode())
+            uploads.append(Upload(game["id"], sock, data, end))
+        for delay in game["watchers"]:
+            watches.append(Watch(game["id"], _socket(), start + delay))
+    pacing = (
+        None
+        if spec["acceleration"] is None
+        else tick_times(next(iter(streams.values())), spec["acceleration"])
+    )
+    usage_before = resource.getrusage(resource.RUSAGE_SELF)
+    while time.time() < start:
+        time.sleep(0.01)
+    pending_watches = sorted(watches, key=lambda w: w.join_at)
+    open_uploads = list(uploads)
+    next_tick = start
+    deadline = start + spec["timeout"]
+    while (open_uploads or not all(w.done for w in watches)) and time.time() < deadline:
+        now = time.time()
+        while pending_watches and pending_watches[0].join_at <= now:
+            watch = pending_watches.pop(0)
+            try:
+                watch.sock.connect(address)
+                watch.sock.setblocking(False)
+                watch.sock.send(f"G/{watch.game}/bench\0".encode())
+                watch.connected = True
+                selector.register(watch.sock, selectors.EVENT_READ, watch)
+            except OSError:
+                watch.done = True
+        if now >= next_tick:
+            elapsed = now - start
+            for upload in list(open_uploads):
+                target = _target(upload, elapsed, spec["rate"], pacing)
+                if target > upload.sent or upload.wire:
+                    upload.wire += upload.data[upload.sent : target]
+                    upload.sent = max(upload.sent, target)
+                    try:
+                        upload.wire = upload.wire[upload.sock.send(upload.wire) :] if upload.wire else b""
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        upload.wire, upload.sent = b"", upload.end
+                if upload.sent >= upload.end and not upload.wire:
+                    upload.sock.close()
+                    upload.closed_at = time.time()
+                    open_uploads.remove(upload)
+            next_tick += interval
+        timeout = max(
+            0.0, min(next_tick, pending_watches[0].join_at if pending_watches else next_tick) - time.time()
+        )
+        for key, _ in selector.select(timeout):
+            watch = key.data
+            while True:
+                try:
+                    chunk = watch.sock.recv(262144)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    watch.done = True
+                    selector.unregister(watch.sock)
+                    watch.sock.close()
+                    break
+                watch.digest.update(chunk)
+                watch.received += len(chunk)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "cpu": usage.ru_utime - usage_before.ru_utime + usage.ru_stime - usage_before.ru_stime,
+        "uploads": [
+            {"game": u.game, "sent": u.sent, "end": u.end, "closed_at": u.closed_at} for u in uploads
+        ],
+        "watches": [
+            {"game": w.game, "received": w.received, "sha256": w.digest.hexdigest(), "done": w.done}
+            for w in watches
+        ],
+    }
+
+
+def _socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    return sock
+
+
+def _connect(address) -> socket.socket:
+    sock = _socket()
+    sock.connect(address)
+    sock.setblocking(False)
+    return sock
+
+
+def _target(upload: Upload, elapsed: float, rate: float | None, pacing) -> int:
+    if pacing is None:
+        return min(upload.end, int(elapsed * rate))
+    target = 0
+    for at, offset in pacing:  # small lists; the offsets grow with time
+        if at > elapsed:
+            break
+        target = offset
+    return min(upload.end, target if elapsed >= 0 else 0)
+
+
+# -- the server -----------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, workdir: Path, options: list[str]) -> None:
+        self.workdir = workdir
+        self.log_path = workdir / "server.log"
+        self._log = self.log_path.open("wb")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
+             "faf-replay", "--port=tcp:0:interface=127.0.0.1:backlog=4096",
+             "--http-port=tcp:0:interface=127.0.0.1", "--log-format=json",
+             "--max-connections-per-address=1000000", "--max-connections=1000000", *options],
+            cwd=workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.game_port, self.http_port = self._ports()
+
+    def _ports(self) -> tuple[int, int]:
+        for _ in range(600):
+            found = re.findall(rb"(\w+) starting on (\d+)", self.log_path.read_bytes())
+            ports = {name: int(port) for name, port in found}
+            if b"ReplayFactory" in ports and b"Site" in ports:
+                return ports[b"ReplayFactory"], ports[b"Site"]
+            if self.process.poll() is not None:
+                sys.exit(self.log_path.read_text()[-3000:])
+            time.sleep(0.1)
+        sys.exit("the server did not start")
+
+    def cpu(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+
+    def memory(self) -> tuple[int, int]:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+        peak = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
+        return rss * 1024, peak * 1024
+
+    def metric(self, name: str) -> float:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics").read().decode()
+        found = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    def events(self) -> list[dict]:
+        events = []
+        for line in self.log_path.read_bytes().splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return events
+
+    def stop(self) -> int:
+        self.process.terminate()
+        try:
+            return self.process.wait(600)
+        finally:
+            self._log.close()
+
+
+class Sampler:
+    """The server's CPU seconds and memory, once a second, with phase marks."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.samples: list[tuple[float, float, int]] = []
+        self.marks: dict[str, float] = {}
+
+    def sample(self) -> None:
+        rss, _ = self.server.memory()
+        self.samples.append((time.time(), self.server.cpu(), rss))
+
+    def mark(self, phase: str) -> None:
+        self.sample()
+        self.marks[phase] = time.time()
+
+    def cpu_between(self, start: str, end: str) -> float:
+        a, b = self.marks[start], self.marks[end]
+        inside = [s for s in self.samples if a <= s[0] <= b]
+        return inside[-1][1] - inside[0][1] if len(inside) >= 2 else 0.0
+
+
+# -- runs -----------------------------------------------------------------------------------
+
+
+def run_generators(specs: list[dict], sampler: Sampler) -> list[dict]:
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.load", "generator"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+        for _ in specs
+    ]
+    for process, spec in zip(processes, specs, strict=True):
+        process.stdin.write(json.dumps(spec).encode())
+        process.stdin.close()
+    while any(p.poll() is None for p in processes):
+        sampler.sample()
+        time.sleep(1)
+    return [json.loads(p.stdout.read()) for p in processes]
+
+
+def plan_games(args, first_id: int = 1_000_000) -> list[dict]:
+    games = []
+    for n in range(args.games):
+        uploaders = []
+        for u in range(args.uploaders):
+            plan: dict = {"name": f"u{u}"}
+            if args.diverging and n % args.diverging == 0 and u == args.uploaders - 1 and args.uploaders >= 3:
+                plan["diverge_at"] = 0.5  # one uploader of these games diverges halfway
+            if args.early and n % args.early == 0 and u == 0:
+                plan["leave_at"] = 0.6  # and one leaves early (a prefix)
+            uploaders.append(plan)
+        watchers = [0.5 if w == 0 else args.late_watchers_after for w in range(args.watchers)]
+        games.append(
+            {
+                "id": first_id + n,
+                "recording": args.recording,
+                "size": args.size,
+                "uploaders": uploaders,
+                "watchers": watchers,
+            }  # fmt: skip
+        )
+    return games
+
+
+def verify(server: Server, games: list[dict], results: list[dict], timeout: float) -> dict:
+    """Every game's saved file is the full stream; every watcher got exactly it."""
+    import fafreplay  # noqa: PLC0415
+
+    from faf_replay.vault import vault_path  # noqa: PLC0415
+
+    vault = server.workdir / "replays"
+    deadline = time.time() + timeout
+    expected = {}
+    for game in games:
+        key = (game["recording"], game["size"])
+        if key not in expected:
+            expected[key] = make_stream(*key)
+    while time.time() < deadline and not all(vault_path(vault, g["id"]).exists() for g in games):
+        time.sleep(0.5)
+    saved = verified = 0
+    for game in games:
+        path = vault_path(vault, game["id"])
+        if path.exists():
+            saved += 1
+            with path.open("rb") as file:
+                verified += fafreplay.extract_scfa(file) == expected[(game["recording"], game["size"])]
+    digests = {key: hashlib.sha256(stream).hexdigest() for key, stream in expected.items()}
+    by_id = {game["id"]: (game["recording"], game["size"]) for game in games}
+    watches = [w for r in results for w in r["watches"]]
+    good_watches = sum(1 for w in watches if w["done"] and w["sha256"] == digests[by_id[w["game"]]])
+    return {"saved": saved, "verified": verified, "watchers": len(watches), "watchers_verified": good_watches}
+
+
+def save_latencies(server: Server) -> list[float]:
+    """Per game: seconds from its last upload ending to its file saved (the server's own clock)."""
+    last_upload: dict[int, float] = {}
+    saved_at: dict[int, float] = {}
+    for event in server.events():
+        namespace, game = event.get("log_namespace"), event.get("game_id")
+        if namespace == "faf_replay.upload" and game is not None:
+            last_upload[game] = max(last_upload.get(game, 0.0), event["log_time"])
+        elif namespace == "faf_replay.saving" and game is not None and "path" in event:
+            saved_at[game] = event["log_time"]
+    return sorted(saved_at[g] - last_upload[g] for g in saved_at if g in last_upload)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(round(fraction * (len(values) - 1))))]
+
+
+def capacity(args) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="faf-replay-bench-"))
+    options = [
+        f"--delay={args.delay}",
+        f"--grace={args.grace}",
+        f"--zstd-level={args.zstd_level}",
+        *args.server,
+    ]
+    server = Server(workdir, options)
+    sampler = Sampler(server)
+    profiler = None
+    if args.profile:
+        profiler = subprocess.Popen(
+            ["py-spy", "record", "--pid", str(server.process.pid), "--format", "raw", "--rate", "100",
+             "--output", args.profile, "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+    games = plan_games(args)
+    sampler.mark("start")
+    baseline, _ = server.memory()
+    start_at = time.time() + args.ramp
+    slices = [games[i :: args.generators] for i in range(args.generators)]
+    specs = [
+        {"host": "127.0.0.1", "port": server.game_port, "games": part, "start_at": start_at,
+         "interval": 0.1, "rate": args.rate, "acceleration": args.acceleration, "timeout": args.timeout}
+        for part in slices
+    ]  # fmt: skip
+    results = run_generators(specs, sampler)
+    last_upload = max((u["closed_at"] or 0) for r in results for u in r["uploads"])
+    sampler.marks["uploads ended"] = last_upload
+    sampler.sample()
+    outcome = verify(server, games, results, timeout=args.grace + 60)
+    sampler.mark("saved")
+    stall = server.metric("replayserver_reactor_lag_max_seconds")
+    rss, peak = server.memory()
+    received = server.metric("replayserver_received_bytes_total")
+    sent = server.metric("replayserver_sent_bytes_total")
+    exit_code = server.stop()
+    if profiler is not None:
+        profiler.wait(60)
+    latencies = save_latencies(server)
+    steady = [s[2] for s in sampler.samples if start_at + 5 <= s[0] <= sampler.marks["uploads ended"]]
+    connections = args.games * (args.uploaders + args.watchers)
+    figures = {
+        "machine_cpus": os.cpu_count(),
+        "games": args.games,
+        "connections": connections,
+        "server_cpu_seconds": {
+            "streaming": round(sampler.cpu_between("start", "uploads ended"), 2),
+            "saving": round(sampler.cpu_between("uploads ended", "saved"), 2),
+            "total": round(sampler.cpu_between("start", "saved"), 2),
+        },
+        "streaming_seconds": round(sampler.marks["uploads ended"] - start_at, 1),
+        "generators_cpu_seconds": round(sum(r["cpu"] for r in results), 2),
+        "rss_peak_mib": round(peak / 2**20, 1),
+        "rss_steady_mib": round(statistics.median(steady) / 2**20, 1) if steady else None,
+        "rss_per_connection_kib": round(statistics.median(steady) / connections / 1024, 1)
+        if steady
+        else None,
+        "bytes_in": int(received),
+        "bytes_out": int(sent),
+        **outcome,
+        "save_latency_median_s": round(statistics.median(latencies), 3) if latencies else None,
+        "save_latency_p99_s": round(percentile(latencies, 0.99), 3) if latencies else None,
+        "longest_reactor_stall_s": round(stall, 4),
+        "server_exit": exit_code,
+    }
+    if args.plot:
+        plot(sampler, args.plot)
+    return figures
+
+
+def plot(sampler: Sampler, path: str) -> None:
+    import matplotlib  # noqa: PLC0415 - optional
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    t0 = sampler.samples[0][0]
+    times = [s[0] - t0 for s in sampler.samples]
+    cpu = [0.0] + [
+        (b[1] - a[1]) / max(b[0] - a[0], 1e-6)
+        for a, b in zip(sampler.samples, sampler.samples[1:], strict=False)
+    ]
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(8, 5))
+    top.plot(times, cpu)
+    top.set_ylabel("server CPU (cores)")
+    bottom.plot(times, [s[2] / 2**20 for s in sampler.samples])
+    bottom.set_ylabel("server RSS (MiB)")
+    bottom.set_xlabel("seconds")
+    for name, at in sampler.marks.items():
+        for axis in (top, bottom):
+            axis.axvline(at - t0, color="grey", linestyle=":")
+        top.annotate(name, (at - t0, 0), fontsize=7, rotation=90)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def idle(args) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="faf-replay-bench-"))
+    server = Server(workdir, [])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    time.sleep(1)
+    before, _ = server.memory()
+    socks = [socket.create_connection(("127.0.0.1", server.game_port)) for _ in range(args.connections)]
+    time.sleep(2)
+    after, _ = server.memory()
+    for sock in socks:
+        sock.close()
+    server.stop()
+    return {
+        "machine_cpus": os.cpu_count(),
+        "idle_connections": args.connections,
+        "rss_before_mib": round(before / 2**20, 1),
+        "rss_after_mib": round(after / 2**20, 1),
+        "kib_per_idle_connection": round((after - before) / args.connections / 1024, 2),
+    }
+
+
+def watchers(args) -> dict:
+    """One finished-looking game (all visible, uploaders still connected) and a
+    crowd of watchers joining at once."""
+    workdir = Path(tempfile.mkdtemp(prefix="faf-replay-bench-"))
+    server = Server(workdir, ["--delay=0", "--sample-interval=0.1"])
+    stream = make_stream(args.recording, args.size)
+    uploaders = [socket.create_connection(("127.0.0.1", server.game_port)) for _ in range(2)]
+    for n, sock in enumerate(uploaders):
+        sock.sendall(f"P/7/u{n}.SCFAreplay\0".encode() + stream)
+    time.sleep(3)  # merged and visible
+    before, _ = server.memory()
+    cpu_before = server.cpu()
+    started = time.time()
+    crowd = [socket.create_connection(("127.0.0.1", server.game_port)) for _ in range(args.watchers)]
+    for sock in crowd:
+        sock.sendall(b"G/7/crowd\0")
+        sock.setblocking(False)
+    selector = selectors.DefaultSelector()
+    received = {sock: 0 for sock in crowd}
+    digests = {sock: hashlib.sha256() for sock in crowd}
+    for sock in crowd:
+        selector.register(sock, selectors.EVENT_READ)
+    peak = before
+    while any(count < len(stream) for count in received.values()) and time.time() - started < 300:
+        for key, _ in selector.select(1):
+            try:
+                chunk = key.fileobj.recv(1 << 20)
+            except BlockingIOError:
+                continue
+            received[key.fileobj] += len(chunk)
+            digests[key.fileobj].update(chunk)
+        peak = max(peak, server.memory()[0])
+    elapsed = time.time() - started
+    cpu = server.cpu() - cpu_before
+    good = sum(1 for d in digests.values() if d.hexdigest() == hashlib.sha256(stream).hexdigest())
+    for sock in crowd + uploaders:
+        sock.close()
+    server.stop()
+    total = sum(received.values())
+    return {
+        "machine_cpus": os.cpu_count(),
+        "watchers": args.watchers,
+        "replay_bytes": len(stream),
+        "seconds": round(elapsed, 2),
+        "aggregate_mb_per_s": round(total / elapsed / 1e6, 1),
+        "watchers_verified": good,
+        "server_cpu_seconds": round(cpu, 2),
+        "rss_before_mib": round(before / 2**20, 1),
+        "rss_peak_mib": round(peak / 2**20, 1),
+    }
+
+
+def table(figures: dict) -> str:
+    width = max(len(k) for k in figures)
+    lines = []
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        lines.append(f"{key:<{width}}  {value}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="faf-replay load benchmark")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("capacity", help="many games streaming at once")
+    run.add_argument("--games", type=int, default=100)
+    run.add_argument("--uploaders", type=int, default=4)
+    run.add_argument("--watchers", type=int, default=2)
+    run.add_argument("--rate", type=float, default=5000, help="bytes per second per uploader")
+    run.add_argument("--acceleration", type=float, default=None, help="pace by the replay's ticks instead")
+    run.add_argument("--size", type=int, default=300_000, help="bytes per upload")
+    run.add_argument("--recording", default="example")
+    run.add_argument("--generators", type=int, default=4)
+    run.add_argument("--ramp", type=float, default=10, help="seconds to open every connection")
+    run.add_argument("--delay", type=float, default=5)
+    run.add_argument("--grace", type=float, default=2)
+    run.add_argument("--zstd-level", type=int, default=10)
+    run.add_argument("--diverging", type=int, default=10, help="every n-th game has a diverging uploader")
+    run.add_argument("--early", type=int, default=5, help="every n-th game has an uploader leaving early")
+    run.add_argument("--late-watchers-after", type=float, default=20)
+    run.add_argument("--timeout", type=float, default=1800)
+    run.add_argument("--plot", default=None, help="write CPU and memory over time to this PNG (matplotlib)")
+    run.add_argument("--profile", default=None, help="record the server with py-spy (collapsed stacks) to this file")
+    run.add_argument("server", nargs="*", help="more server options, after --")
+    commands.add_parser("generator")
+    cost = commands.add_parser("cost", help="like capacity, with the anchor's cost scenario as defaults")
+    cost.set_defaults()
+    quiet = commands.add_parser("idle", help="memory per idle connection")
+    quiet.add_argument("--connections", type=int, default=5000)
+    crowd = commands.add_parser("watchers", help="many watchers joining one long game")
+    crowd.add_argument("--watchers", type=int, default=200)
+    crowd.add_argument("--size", type=int, default=5_600_000)
+    crowd.add_argument("--recording", default="example")
+    args = parser.parse_args()
+    if args.command == "generator":
+        print(json.dumps(generator(json.loads(sys.stdin.read()))))
+        return
+    figures = {"capacity": capacity, "idle": idle, "watchers": watchers}[args.command](args)
+    print(table(figures))
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
