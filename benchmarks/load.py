@@ -609,7 +609,9 @@ def main() -> None:
     run.add_argument("--late-watchers-after", type=float, default=20)
     run.add_argument("--timeout", type=float, default=1800)
     run.add_argument("--plot", default=None, help="write CPU and memory over time to this PNG (matplotlib)")
-    run.add_argument("--profile", default=None, help="record the server with py-spy (collapsed stacks) to this file")
+    run.add_argument(
+        "--profile", default=None, help="record the server with py-spy (collapsed stacks) to this file"
+    )
     run.add_argument("server", nargs="*", help="more server options, after --")
     commands.add_parser("generator")
     cost = commands.add_parser("cost", help="like capacity, with the anchor's cost scenario as defaults")

@@ -58,6 +58,12 @@ class Uploader(Protocol):
 
     def close(self) -> None: ...
 
+    def resume(self) -> None:
+        """Read again: called at the tick after the upload paused itself."""
+
+    def drain(self) -> None:
+        """Read what waits in the socket now: the write phase is ending."""
+
 
 class Watcher(Protocol):
     def game_updated(self) -> None:
@@ -148,6 +154,7 @@ class Game:
         self._first_body_at: float | None = None
         self._uploads: set[Uploader] = set()
         self._upload_count = 0
+        self._paused: list[Uploader] = []
         self._streams: list[UploadStream] = []
         self._watchers: set[Watcher] = set()
         self._peak_watchers = 0
@@ -247,6 +254,10 @@ class Game:
         grace = self._settings.grace
         return self._clock.callLater(grace, self.end, f"no uploader for {grace:g} s")
 
+    def resume_at_tick(self, uploader: Uploader) -> None:
+        """The uploader paused its reading; wake it at the next tick."""
+        self._paused.append(uploader)
+
     @property
     def uploader_count(self) -> int:
         return len(self._uploads)
@@ -316,6 +327,9 @@ class Game:
         """Sample the uploads, merge what the delay allows, publish it."""
         if self.state is not State.ACCEPTING:
             return
+        paused, self._paused = self._paused, []
+        for uploader in paused:
+            uploader.resume()
         for stream in self._streams:
             self._longest = max(self._longest, len(stream.body))
         if self._longest and self._first_body_at is None:
@@ -399,6 +413,9 @@ class Game:
         # end, shutdown): watchers then keep their delay, only the file gets all.
         still_live = bool(self._uploads)
         cap = self._window.limit(self._clock.seconds()) if still_live else None
+        self._paused.clear()
+        for uploader in list(self._uploads):
+            uploader.drain()  # what was sent before the end belongs in the replay
         for uploader in list(self._uploads):
             uploader.stream.ended = True
             uploader.close()

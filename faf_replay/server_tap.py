@@ -19,6 +19,7 @@ worker threads.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from typing import Any
 
@@ -71,6 +72,8 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
             f"cannot use the spool directory {settings.spool_directory}: {error.strerror}"
         ) from None
     workers = WorkerPool()
+    # Deleting a saved game's spool files is not the reactor's job.
+    spool.discard = lambda path: workers.pool.callInThread(shutil.rmtree, path, True)
     database = Database(options.database, reactor) if options.database is not None else None
     bookkeeper = monitor = None
     if database is not None:

@@ -24,7 +24,7 @@ from faf_replay import metrics
 from faf_replay.bookkeeping import Bookkeeper
 from faf_replay.database import DatabaseMonitor
 from faf_replay.registry import GameRegistry
-from faf_replay.spool import Spool, sync_files
+from faf_replay.spool import Spool
 
 log = Logger()
 
@@ -63,7 +63,7 @@ class SpoolSync(Service):
         files = self.spool.dirty_files()
         if not files:
             return None
-        d = deferToThreadPool(self._reactor, self._pool, sync_files, files)
+        d = deferToThreadPool(self._reactor, self._pool, self.spool.sync, files)
         d.addErrback(self._failed)
         return d
 
@@ -76,7 +76,7 @@ class SpoolSync(Service):
         if self._loop.running:
             self._loop.stop()
         try:
-            sync_files(self.spool.dirty_files())  # what stays for the next run
+            self.spool.sync(self.spool.dirty_files())  # what stays for the next run
         except OSError as error:
             self._failed(Failure(error))
 

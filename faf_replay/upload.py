@@ -2,7 +2,11 @@
 
 ``ReplayProtocol`` switches into :class:`UploadProtocol` after ``P/…\\0``. It
 feeds the bytes to its :class:`~faf_replay.stream.UploadStream` (and so to the
-spool); the game reads the stream at its next tick. An upload is closed when
+spool); the game reads the stream at its next tick. Once the replay header is
+in, body bytes need not be read the moment they arrive: after each read the
+upload pauses its socket until the game's next tick, so the kernel gathers the
+ten writes a second FA makes into one read (the header phase stays immediate,
+and so does a big burst: a read that filled the buffer means more is waiting). An upload is closed when
 its replay header is invalid, when it does not complete one within
 ``replay_header_timeout``, or when it sends more than ``max_upload_bytes``
 (what came before stays in the replay). One the merge dropped keeps its
@@ -23,6 +27,9 @@ from faf_replay.stream import ReplayHeaderError, UploadStream
 
 log = Logger()
 
+#: A read at least this big is a burst, not FA's trickle: keep reading at once.
+BURST = 16 * 1024
+
 
 class UploadProtocol(Protocol):
     def __init__(
@@ -36,6 +43,8 @@ class UploadProtocol(Protocol):
         self._header_timeout = settings.replay_header_timeout
         self._header_call: IDelayedCall | None = None
         self._closed_because: str | None = None
+        self._paused = False
+        self._lost = False
 
     def connectionMade(self) -> None:
         metrics.active_connections.labels("writer").inc()
@@ -59,6 +68,29 @@ class UploadProtocol(Protocol):
         if completed:
             self._cancel_header_timeout()
             self.game.header_complete(stream)
+        # The socket read that brought these bytes (a WebSocket splits one into frames).
+        read_size = getattr(self.transport, "last_read_size", len(data))
+        if stream.header is not None and read_size < BURST and not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+            self.game.resume_at_tick(self)
+
+    def resume(self) -> None:
+        """The game's tick: read what gathered since the last one."""
+        if self._paused:
+            self._paused = False
+            if not self._lost and not self.transport.disconnecting:
+                self.transport.resumeProducing()
+
+    def drain(self) -> None:
+        """Read now whatever waits in the socket (the write phase is ending)."""
+        read = getattr(self.transport, "doRead", None)
+        for _ in range(64):  # what one tick can gather, and then some
+            if self._lost or self.transport.disconnecting or read is None:
+                return
+            before = self.stream.received
+            if read() is not None or self.stream.received == before:
+                return  # the end of the connection, or nothing more for now
 
     def _no_header(self) -> None:
         self._header_call = None
@@ -82,6 +114,7 @@ class UploadProtocol(Protocol):
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._lost = True
         self._cancel_header_timeout()
         metrics.active_connections.labels("writer").dec()
         self.game.uploader_left(self)

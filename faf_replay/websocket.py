@@ -77,11 +77,25 @@ class MessageTransport:
     def stopProducing(self) -> None:
         self._websocket.transport.stopProducing()
 
+    @property
+    def last_read_size(self) -> int:
+        """Bytes the last socket read brought, whatever frames they held."""
+        return self._websocket.last_read_size
+
+    def doRead(self) -> object:
+        """Read from the socket now (frames go on as usual); see UploadProtocol.drain."""
+        return self._websocket.transport.doRead()
+
 
 class WebSocketReplayProtocol(WebSocketServerProtocol):
     """One WebSocket connection, carrying one replay connection."""
 
     replay: ReplayProtocol | None = None
+    last_read_size = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        self.last_read_size = len(data)
+        super().dataReceived(data)
 
     def onConnect(self, request: Any) -> None:
         secret = self.factory.hmac_secret

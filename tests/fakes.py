@@ -23,6 +23,12 @@ class FakeUploader:
     def close(self) -> None:
         self.closed = True
 
+    def resume(self) -> None:
+        pass
+
+    def drain(self) -> None:
+        pass
+
 
 class FakeWatcher:
     """Pulls everything visible whenever the game says so, as a fast watcher would."""

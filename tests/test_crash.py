@@ -40,8 +40,15 @@ class KillNine(TestCase):
         os.makedirs(self.cwd)
 
     def spooled(self, game_id: int) -> list[int]:
+        """Bytes of each upload the spool holds (after the uploader's name and its NUL)."""
         folder = Path(self.cwd, "spool", "games", str(game_id))
-        return sorted(path.stat().st_size for path in folder.glob("*.upload")) if folder.exists() else []
+        if not folder.exists():
+            return []
+        sizes = []
+        for path in folder.glob("*.upload"):
+            with path.open("rb") as file:
+                sizes.append(path.stat().st_size - file.read(64).index(b"\0") - 1)
+        return sorted(sizes)
 
     def saved(self, game_id: int) -> bytes:
         with vault_path(Path(self.cwd, "vault"), game_id).open("rb") as file:

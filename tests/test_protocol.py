@@ -198,6 +198,23 @@ class Uploads(ProtocolTestCase):
         [line] = self.logs.matching("refused")
         self.assertIn("already been saved", line)
 
+    def test_trickles_are_read_once_a_tick_bursts_at_once(self):
+        header, body = split(recording("example"))
+        protocol, transport = self.upload(12, header[:1000])
+        self.assertEqual(transport.producerState, "producing")  # the header phase is immediate
+        protocol.dataReceived(header[1000:] + body[:500])  # the header complete, then FA's trickle
+        self.assertEqual(transport.producerState, "paused")
+        self.advance(1)  # the game's tick
+        self.assertEqual(transport.producerState, "producing")
+        protocol.dataReceived(body[500:30000])  # a burst: more is surely waiting
+        self.assertEqual(transport.producerState, "producing")
+        protocol.dataReceived(body[30000:30100])
+        self.assertEqual(transport.producerState, "paused")
+        self.disconnect(protocol, transport)
+        self.advance(1)  # resuming a closed connection is harmless
+        self.advance(self.settings.grace)
+        self.assertEqual(self.saves.bodies, [body[:30100]])
+
     def test_diverged_upload_keeps_its_connection(self):
         uploads = [self.upload(9, recording(f"diverging_1/{i}"), f"{i}") for i in range(6)]
         self.advance(self.settings.delay + 2)  # decided once the delay reaches the split
@@ -347,7 +364,6 @@ class Admission(ProtocolTestCase):
         [(game_id, answer)] = self.answers.asked  # one question for both
         self.assertEqual(game_id, 8)
         answer.callback(GameStatus(ended_at=None, replay_available=False))
-        self.assertEqual(transport.producerState, "producing")
         upload = protocol._sub
         self.assertEqual(upload.stream.header + bytes(upload.stream.body), stream)
         self.assertIs(other._sub.game, upload.game)

@@ -10,7 +10,7 @@ from faf_replay.game import SaveOutcome, State
 from faf_replay.registry import GameRegistry
 from faf_replay.services import SpoolSync
 from faf_replay.settings import Settings
-from faf_replay.spool import Spool, SpoolFile, sync_files
+from faf_replay.spool import Spool, SpoolFile
 from faf_replay.stream import UploadStream
 from tests.fakes import FakeUploader, FakeWatcher, Saves
 from tests.logs import CapturedLogs
@@ -27,7 +27,7 @@ class Files(SynchronousTestCase):
         file.append(memoryview(b"world"))
         self.assertEqual((file.size, file.read(0, 11), file.read(6, 5)), (11, b"hello world", b"world"))
         self.assertTrue(file.dirty)
-        self.assertEqual(sync_files([file]), 1)
+        file.sync()
         self.assertFalse(file.dirty)
         file.close()
         file.sync()  # closed: nothing to do, no error
@@ -49,10 +49,21 @@ class Files(SynchronousTestCase):
         first, second = game.new_upload("a.SCFAreplay"), game.new_upload("b/c")
         self.assertEqual([first.path.name, second.path.name], ["1.upload", "2.upload"])
         first.append(b"x")
+        self.assertEqual((first.size, first.read(0, 1)), (1, b"x"))
+        with open(first.path, "rb") as raw:
+            self.assertEqual(raw.read(), b"a.SCFAreplay\0x")  # the name first, for recovery
         self.assertEqual(spool.dirty_files(), [first, second])
-        game.remove()
-        self.assertFalse(game.directory.exists())
+        self.assertEqual(spool.sync(spool.dirty_files()), 2)
         self.assertEqual(spool.dirty_files(), [])
+        discarded = []
+        spool.discard = discarded.append
+        game.remove()
+        self.assertFalse(game.directory.exists())  # out of games/ at once
+        [trash] = discarded
+        self.assertEqual(trash.parent, spool.trash)
+        self.assertTrue((trash / "1.upload").exists())  # deleted by whoever discards
+        self.assertEqual(Spool(spool.directory).recover(), [])
+        self.assertFalse(trash.exists())  # a new start empties the trash
 
     def test_recover(self):
         directory = self.mktemp()
@@ -76,7 +87,8 @@ class Files(SynchronousTestCase):
         game.new_upload("x").append(b"data")
         os.unlink(game.directory / "record.json")
         [found] = Spool(directory).recover()
-        self.assertEqual([u.name for u in found.uploads], ["upload 1"])
+        self.assertEqual([(u.name, u.file.read(0, 4)) for u in found.uploads], [("x", b"data")])
+        self.assertNotEqual(found.started_at, 1.0)  # the folder's age instead
 
 
 class SpooledStreams(SynchronousTestCase):
