@@ -63,7 +63,7 @@ def make_stream(name: str, size: int) -> bytes:
 
 def tick_times(stream: bytes, acceleration: float) -> list[tuple[float, int]]:
     """(seconds from the start, end offset) at every Advance command of the body."""
-    header, body = split(stream)
+    header, _ = split(stream)
     times, position, ticks = [], len(header), 0
     while position + 3 <= len(stream):
         kind = stream[position]
@@ -105,7 +105,7 @@ class Watch:
 
 def generator(spec: dict) -> dict:
     """Run one generator's share of the games; returns what it saw."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     address = (spec["host"], spec["port"])
     streams: dict[tuple[str, int], bytes] = {}
@@ -238,12 +238,25 @@ class Server:
         self._log = self.log_path.open("wb")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
-             "faf-replay", "--port=tcp:0:interface=127.0.0.1:backlog=4096",
-             "--http-port=tcp:0:interface=127.0.0.1", "--log-format=json",
-             "--max-connections-per-address=1000000", "--max-connections=1000000", *options],
-            cwd=workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                "faf-replay",
+                "--port=tcp:0:interface=127.0.0.1:backlog=4096",
+                "--http-port=tcp:0:interface=127.0.0.1",
+                "--log-format=json",
+                "--max-connections-per-address=1000000",
+                "--max-connections=1000000",
+                *options,
+            ],
+            cwd=workdir,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         self.game_port, self.http_port = self._ports()
 
     def _ports(self) -> tuple[int, int]:
@@ -322,7 +335,7 @@ def run_generators(specs: list[dict], sampler: Sampler) -> list[dict]:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )  # fmt: skip
+        )
         for _ in specs
     ]
     for process, spec in zip(processes, specs, strict=True):
@@ -353,7 +366,7 @@ def plan_games(args, first_id: int = 1_000_000) -> list[dict]:
                 "size": args.size,
                 "uploaders": uploaders,
                 "watchers": watchers,
-            }  # fmt: skip
+            }
         )
     return games
 
@@ -403,7 +416,7 @@ def save_latencies(server: Server) -> list[float]:
 def percentile(values: list[float], fraction: float) -> float:
     if not values:
         return float("nan")
-    return values[min(len(values) - 1, int(round(fraction * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(fraction * (len(values) - 1)))]
 
 
 def capacity(args) -> dict:
@@ -419,20 +432,40 @@ def capacity(args) -> dict:
     profiler = None
     if args.profile:
         profiler = subprocess.Popen(
-            ["py-spy", "record", "--pid", str(server.process.pid), "--format", "raw", "--rate", "100",
-             "--output", args.profile, "--nonblocking"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                "py-spy",
+                "record",
+                "--pid",
+                str(server.process.pid),
+                "--format",
+                "raw",
+                "--rate",
+                "100",
+                "--output",
+                args.profile,
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     games = plan_games(args)
     sampler.mark("start")
     baseline, _ = server.memory()
     start_at = time.time() + args.ramp
     slices = [games[i :: args.generators] for i in range(args.generators)]
     specs = [
-        {"host": "127.0.0.1", "port": server.game_port, "games": part, "start_at": start_at,
-         "interval": 0.1, "rate": args.rate, "acceleration": args.acceleration, "timeout": args.timeout}
+        {
+            "host": "127.0.0.1",
+            "port": server.game_port,
+            "games": part,
+            "start_at": start_at,
+            "interval": 0.1,
+            "rate": args.rate,
+            "acceleration": args.acceleration,
+            "timeout": args.timeout,
+        }
         for part in slices
-    ]  # fmt: skip
+    ]
     results = run_generators(specs, sampler)
     last_upload = max((u["closed_at"] or 0) for r in results for u in r["uploads"])
     sampler.marks["uploads ended"] = last_upload
@@ -440,7 +473,7 @@ def capacity(args) -> dict:
     outcome = verify(server, games, results, timeout=args.grace + 60)
     sampler.mark("saved")
     stall = server.metric("replayserver_reactor_lag_max_seconds")
-    rss, peak = server.memory()
+    _, peak = server.memory()
     received = server.metric("replayserver_received_bytes_total")
     sent = server.metric("replayserver_sent_bytes_total")
     exit_code = server.stop()
@@ -462,9 +495,10 @@ def capacity(args) -> dict:
         "generators_cpu_seconds": round(sum(r["cpu"] for r in results), 2),
         "rss_peak_mib": round(peak / 2**20, 1),
         "rss_steady_mib": round(statistics.median(steady) / 2**20, 1) if steady else None,
-        "rss_per_connection_kib": round(statistics.median(steady) / connections / 1024, 1)
-        if steady
-        else None,
+        "rss_baseline_mib": round(baseline / 2**20, 1),
+        "rss_per_connection_kib": (
+            round((statistics.median(steady) - baseline) / connections / 1024, 1) if steady else None
+        ),
         "bytes_in": int(received),
         "bytes_out": int(sent),
         **outcome,
@@ -507,7 +541,7 @@ def plot(sampler: Sampler, path: str) -> None:
 def idle(args) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="faf-replay-bench-"))
     server = Server(workdir, [])
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     time.sleep(1)
     before, _ = server.memory()
@@ -582,9 +616,8 @@ def table(figures: dict) -> str:
     width = max(len(k) for k in figures)
     lines = []
     for key, value in figures.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k} {v}" for k, v in value.items())
-        lines.append(f"{key:<{width}}  {value}")
+        shown = ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else value
+        lines.append(f"{key:<{width}}  {shown}")
     return "\n".join(lines)
 
 

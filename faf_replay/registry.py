@@ -1,7 +1,8 @@
 """The registry: every running game by id, shared by all connections.
 
 Uploaders and watchers find their game here (``upload``/``watch``). The
-registry drives time for all games with one timer per sample interval, and it
+registry drives time for all games with one timer (games tick in groups spread over the
+sample interval), and it
 remembers recently saved game ids so that a late uploader cannot start a second,
 shorter replay of a game that is already in the vault. With
 ``--require-known-game`` it asks the database before a new game starts
@@ -49,8 +50,9 @@ class GameRegistry(Service):
         self.games: dict[int, Game] = {}
         self._ended: dict[int, float] = {}
         self._done_waiters: dict[int, list[Deferred]] = {}
-        self._ticker = LoopingCall(self.tick)
+        self._ticker = LoopingCall.withCount(self._tick_groups)
         self._ticker.clock = clock
+        self._group = 0
 
     # -- finding games --------------------------------------------------------
 
@@ -191,21 +193,38 @@ class GameRegistry(Service):
 
     # -- time -----------------------------------------------------------------
 
-    def tick(self) -> None:
+    #: Games tick in this many groups spread over a sample interval (by game
+    #: id), so that no tick holds the reactor for every game at once.
+    tick_groups = 20
+
+    def _tick_groups(self, count: int) -> None:
+        """The timer fired ``count`` group periods after its last call."""
+        for _ in range(min(count, self.tick_groups)):
+            self._tick_group(self._group)
+            self._group = (self._group + 1) % self.tick_groups
+
+    def _tick_group(self, group: int) -> None:
         now = self._clock.seconds()
         for game in list(self.games.values()):
-            game.tick(now)
-        horizon = now - self.remember_ended
-        for game_id, ended in list(self._ended.items()):
-            if ended < horizon:
-                del self._ended[game_id]
+            if game.game_id % self.tick_groups == group:
+                game.tick(now)
+        if group == 0:
+            horizon = now - self.remember_ended
+            for game_id, ended in list(self._ended.items()):
+                if ended < horizon:
+                    del self._ended[game_id]
+
+    def tick(self) -> None:
+        """Tick every game now."""
+        for group in range(self.tick_groups):
+            self._tick_group(group)
 
     # -- service --------------------------------------------------------------
 
     def startService(self) -> None:
         super().startService()
         self.recover()
-        self._ticker.start(self.settings.sample_interval, now=False)
+        self._ticker.start(self.settings.sample_interval / self.tick_groups, now=False)
 
     def stopService(self) -> Deferred:
         """End every game, wait until each is saved, then close the watchers."""

@@ -129,12 +129,17 @@ class ReactorLagProbe(Service):
     def _probe(self) -> None:
         self._pending = self._reactor.callLater(0, self._measure, self._reactor.seconds())
 
+    #: Stalls at least this long get a log line.
+    worth_a_line = 0.1
+
     def _measure(self, asked: float) -> None:
         lag = max(0.0, self._reactor.seconds() - asked)
         metrics.reactor_lag.observe(lag)
         if lag > self.longest:
             self.longest = lag
             metrics.reactor_lag_max.set(lag)
+        if lag >= self.worth_a_line:
+            log.warn("the reactor stalled for {lag_ms:.0f} ms", lag_ms=lag * 1000)
 
     def stopService(self) -> None:
         super().stopService()
