@@ -35,7 +35,7 @@ from faf_replay.merge import QuorumMerge, StallRule
 from faf_replay.metadata import login_from_name
 from faf_replay.settings import Settings
 from faf_replay.spool import GameSpool
-from faf_replay.stream import UploadStream
+from faf_replay.stream import RawStore, UploadStream
 
 log = Logger()
 
@@ -177,13 +177,14 @@ class Game:
 
     def new_stream(self, name: str) -> UploadStream:
         """A stream for a new uploader, spooled to disk when the game has a spool."""
-        file = None
-        if self.spool is not None:
-            try:
-                file = self.spool.new_upload(name)
-            except OSError as error:
-                self._spool_failed(name, error)
-        return UploadStream(name, file, on_spool_error=lambda error: self._spool_failed(name, error))
+        if self.spool is None:
+            return UploadStream(name)
+        store = RawStore(
+            self.spool.new_upload(name),
+            self.spool.spool.submit,
+            on_error=lambda error: self._spool_failed(name, error),
+        )
+        return UploadStream(name, store)
 
     def _spool_failed(self, name: str, error: OSError) -> None:
         metrics.spool_errors.inc()
@@ -331,6 +332,7 @@ class Game:
         for uploader in paused:
             uploader.resume()
         for stream in self._streams:
+            stream.flush()
             self._longest = max(self._longest, len(stream.body))
         if self._longest and self._first_body_at is None:
             self._first_body_at = now
@@ -420,6 +422,8 @@ class Game:
             uploader.stream.ended = True
             uploader.close()
         self._uploads.clear()
+        for stream in self._streams:
+            stream.flush()
 
         self._advance(None, cap)
         self.finished = True

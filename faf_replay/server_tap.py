@@ -19,7 +19,6 @@ worker threads.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from typing import Any
 
@@ -27,7 +26,7 @@ from twisted.application import strports
 from twisted.application.service import IService
 from twisted.logger import Logger, jsonFileLogObserver
 
-from faf_replay import error_reporting
+from faf_replay import error_reporting, metrics
 from faf_replay.bookkeeping import Bookkeeper
 from faf_replay.database import Database, DatabaseMonitor
 from faf_replay.options import Options
@@ -40,6 +39,7 @@ from faf_replay.services import (
     FafReplayService,
     ReactorLagProbe,
     SpoolSync,
+    SpoolWriter,
     WorkerPool,
     raise_open_file_limit,
 )
@@ -65,15 +65,15 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
     settings: Settings = options.settings
     if settings.sentry_dsn:
         error_reporting.start(settings.sentry_dsn)
+    spool_writer = SpoolWriter(reactor)
     try:
-        spool = Spool(settings.spool_directory)
+        spool = Spool(settings.spool_directory, spool_writer.submit)
     except OSError as error:
         raise SystemExit(
             f"cannot use the spool directory {settings.spool_directory}: {error.strerror}"
         ) from None
+    spool.on_error = _spool_error
     workers = WorkerPool()
-    # Deleting a saved game's spool files is not the reactor's job.
-    spool.discard = lambda path: workers.pool.callInThread(shutil.rmtree, path, True)
     database = Database(options.database, reactor) if options.database is not None else None
     bookkeeper = monitor = None
     if database is not None:
@@ -97,7 +97,8 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
         registry,
         workers,
         database=monitor,
-        spool_sync=SpoolSync(spool, reactor, workers.pool, settings.spool_sync),
+        spool_sync=SpoolSync(spool, reactor, settings.spool_sync),
+        spool_writer=spool_writer,
         bookkeeper=bookkeeper,
         log_observer=jsonFileLogObserver(sys.stdout, recordSeparator="")
         if settings.log_format == "json"
@@ -111,6 +112,11 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
     if under_twistd:
         ExitCleanlyOnSignal(reactor).setServiceParent(service)
     return service
+
+
+def _spool_error(error: Exception) -> None:
+    metrics.spool_errors.inc()
+    log.error("the spool's writer failed: {why}", why=str(error))
 
 
 def _json_lines() -> Any:

@@ -17,7 +17,6 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import ILogObserver, Logger
-from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from faf_replay import metrics
@@ -44,14 +43,36 @@ class WorkerPool(Service):
         self.pool.stop()
 
 
-class SpoolSync(Service):
-    """fsyncs the spool files written since the last time, in a worker thread."""
+class SpoolWriter(Service):
+    """The spool's one writer thread: every spool job runs there, in order."""
 
-    def __init__(self, spool: Spool, reactor: Any, pool: ThreadPool, interval: float) -> None:
-        self.spool = spool
+    def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
-        self._pool = pool
-        self._loop = LoopingCall(self.sync)
+        self.pool = ThreadPool(minthreads=1, maxthreads=1, name="faf-replay-spool")
+
+    def submit(self, job: Any, done: Any) -> None:
+        d = deferToThreadPool(self._reactor, self.pool, job)
+        d.addCallbacks(done, lambda failure: done(failure.value))
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> Deferred:
+        """Stop once every job handed over so far is done."""
+        super().stopService()
+        finished: Deferred = Deferred()
+        self.submit(lambda: None, finished.callback)
+        finished.addCallback(lambda _: self.pool.stop())
+        return finished
+
+
+class SpoolSync(Service):
+    """Has the spool's writer make what it wrote durable, every few seconds."""
+
+    def __init__(self, spool: Spool, reactor: Any, interval: float) -> None:
+        self.spool = spool
+        self._loop = LoopingCall(self.spool.sync)
         self._loop.clock = reactor
         self._interval = interval
 
@@ -59,26 +80,11 @@ class SpoolSync(Service):
         super().startService()
         self._loop.start(self._interval, now=False)
 
-    def sync(self) -> Deferred | None:
-        files = self.spool.dirty_files()
-        if not files:
-            return None
-        d = deferToThreadPool(self._reactor, self._pool, self.spool.sync, files)
-        d.addErrback(self._failed)
-        return d
-
-    def _failed(self, failure: Failure) -> None:
-        metrics.spool_errors.inc()
-        log.error("cannot fsync the spool: {why}", why=str(failure.value))
-
     def stopService(self) -> None:
         super().stopService()
         if self._loop.running:
             self._loop.stop()
-        try:
-            self.spool.sync(self.spool.dirty_files())  # what stays for the next run
-        except OSError as error:
-            self._failed(Failure(error))
+        self.spool.sync()  # what stays for the next run
 
 
 class ExitCleanlyOnSignal(Service):
@@ -187,6 +193,7 @@ class FafReplayService(MultiService):
         *,
         database: DatabaseMonitor | None = None,
         spool_sync: SpoolSync | None = None,
+        spool_writer: SpoolWriter | None = None,
         bookkeeper: Bookkeeper | None = None,
         log_observer: ILogObserver | None = None,
     ) -> None:
@@ -197,9 +204,10 @@ class FafReplayService(MultiService):
         self.workers = workers
         self.database = database
         self.spool_sync = spool_sync
+        self.spool_writer = spool_writer
         self.bookkeeper = bookkeeper
         self._log_observer = log_observer
-        for child in (workers, spool_sync, database, bookkeeper, registry, *listeners.values()):
+        for child in (workers, spool_writer, spool_sync, database, bookkeeper, registry, *listeners.values()):
             if child is not None:
                 child.setServiceParent(self)
 
@@ -222,7 +230,7 @@ class FafReplayService(MultiService):
         Service.stopService(self)
         d = DeferredList([maybeDeferred(listener.stopService) for listener in self.listeners.values()])
         d.addBoth(lambda _: self.registry.stopService())
-        for service in (self.spool_sync, self.bookkeeper, self.database, self.workers):
+        for service in (self.spool_sync, self.bookkeeper, self.database, self.workers, self.spool_writer):
             if service is not None:
                 d.addBoth(lambda _, service=service: service.stopService())
         d.addBoth(lambda _: self._stop_the_rest())

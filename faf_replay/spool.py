@@ -6,18 +6,21 @@
     <spool>/games/<game_id>/<n>.upload    uploader n's name, a NUL, then the raw
                                           bytes it sent after P/…\\0
 
-A game's folder is removed once its replay is saved (renamed into
-``<spool>/trash`` at once, deleted off the reactor thread); nothing else
-removes it. After a crash, :meth:`Spool.recover` finds the games left behind.
-Files are appended in the reactor thread (small writes to the page cache) and
-made durable every few seconds in a worker thread (:meth:`Spool.sync`: one
-``syncfs`` for the whole spool where Linux has it), which bounds what a power
-loss can take. No Twisted here.
+All spool I/O (creating folders and files, appending, syncing, deleting) is
+work for the spool's one writer, a single thread in the server: the reactor
+never waits for the disk, and the writer's jobs run in the order they were
+handed over. Uploads keep their newest bytes in memory until the writer has
+them on disk (``stream.RawStore``). A game's folder is removed once its replay
+is saved; nothing else removes it. After a crash, :meth:`Spool.recover` finds
+the games left behind. :meth:`Spool.sync` makes everything written durable
+(one ``syncfs`` where Linux has it), which bounds what a power loss can take.
+No Twisted here: ``submit`` is how the server hands jobs to its thread.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import shutil
@@ -31,66 +34,97 @@ from typing import Any
 
 _UPLOAD_SUFFIX = ".upload"
 
+#: ``submit(job, done)``: run ``job()`` in the writer, then ``done(result)`` (an
+#: exception when the job raised) where the caller lives.
+Submit = Callable[[Callable[[], Any], Callable[[Any], None]], None]
+
+
+def run_now(job: Callable[[], Any], done: Callable[[Any], None]) -> None:
+    """A writer with no thread: the job runs at once (tools and tests)."""
+    try:
+        result = job()
+    except Exception as error:
+        result = error
+    done(result)
+
 
 class SpoolFile:
-    """One upload's bytes: appended by the reactor, read back by position.
+    """One upload's file: created and appended by the writer, read back by position.
 
-    A file may start with a ``prefix`` (an upload's name and a NUL); offsets and
-    :attr:`size` count the bytes after it.
+    The file starts with its ``prefix`` (the uploader's name and a NUL);
+    offsets and :attr:`size` count the bytes after it. :attr:`size` is what the
+    owner knows to be on disk (it confirms each write); reads stay below it.
     """
 
-    __slots__ = ("_lock", "closed", "dirty", "fd", "path", "size", "start")
+    __slots__ = ("_lock", "_written", "broken", "closed", "fd", "path", "prefix", "size")
 
-    def __init__(self, path: Path, *, create: bool, prefix: bytes = b"") -> None:
-        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | (os.O_CREAT | os.O_EXCL if create else 0)
+    def __init__(self, path: Path, prefix: bytes = b"") -> None:
         self.path = path
-        self.fd = os.open(path, flags, 0o644)
-        if create and prefix:
-            os.write(self.fd, prefix)
-        self.start = len(prefix)
-        self.size = os.fstat(self.fd).st_size - self.start
+        self.prefix = prefix
+        self.fd: int | None = None
+        self.size = 0
+        self._written = 0  # the writer's own count
         self.closed = False
-        self.dirty = create
+        #: A write failed: the file keeps what it had and takes nothing more, so
+        #: that what is in it stays a prefix of the upload.
+        self.broken = False
         self._lock = threading.Lock()
 
-    def append(self, data: bytes | memoryview) -> None:
-        """Write all of ``data`` at the end, or none of it: raises OSError (disk
-        full, …) with the file as it was."""
-        view = memoryview(data)
-        before = self.size
-        try:
-            while view:
-                written = os.write(self.fd, view)
-                view = view[written:]
-                self.size += written
-        except OSError:
-            if self.size != before:
-                os.ftruncate(self.fd, self.start + before)
-                self.size = before
-            raise
-        self.dirty = True
+    @classmethod
+    def existing(cls, path: Path) -> SpoolFile:
+        """A file a previous run wrote: opened now, its name read back."""
+        with path.open("rb") as raw:
+            head = raw.read(2048)
+        name, nul, _ = head.partition(b"\0")
+        file = cls(path, name + nul if nul else b"")
+        file.fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        file.size = file._written = os.fstat(file.fd).st_size - len(file.prefix)
+        return file
+
+    @property
+    def name(self) -> str:
+        return self.prefix.rstrip(b"\0").decode("utf-8", "replace")
+
+    def write(self, data: bytes) -> int:
+        """The writer: append all of ``data`` (creating the file first), or none
+        of it: raises OSError (disk full, …) with the file as it was, and
+        refuses every later write."""
+        with self._lock:
+            if self.closed or self.broken:
+                raise OSError(errno.EBADF, "the spool file takes no more writes")
+            if self.fd is None:
+                flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+                self.fd = os.open(self.path, flags, 0o644)
+                if self.prefix:
+                    os.write(self.fd, self.prefix)
+            view, done = memoryview(data), 0
+            try:
+                while done < len(view):
+                    done += os.write(self.fd, view[done:])
+            except OSError:
+                self.broken = True
+                if done:
+                    os.ftruncate(self.fd, len(self.prefix) + self._written)
+                raise
+            self._written += done
+            return done
 
     def read(self, offset: int, length: int) -> bytes:
         if length <= 0:
             return b""
-        data = os.pread(self.fd, length, self.start + offset)
+        assert self.fd is not None and offset + length <= self.size
+        data = os.pread(self.fd, length, len(self.prefix) + offset)
         if len(data) != length:  # pread of a regular file only stops at its end
             raise OSError(f"{self.path}: {len(data)} of {length} bytes at {offset}")
         return data
 
-    def sync(self) -> None:
-        """fsync if written since the last sync; safe from another thread."""
-        with self._lock:
-            if self.closed or not self.dirty:
-                return
-            self.dirty = False
-            os.fsync(self.fd)
-
     def close(self) -> None:
+        """The writer, once nothing more is written or read."""
         with self._lock:
             if not self.closed:
                 self.closed = True
-                os.close(self.fd)
+                if self.fd is not None:
+                    os.close(self.fd)
 
 
 @dataclass
@@ -115,19 +149,19 @@ class GameSpool:
         self.game_id = game_id
         self.started_at = started_at
         self.directory = spool.games / str(game_id)
-        self._spool = spool
+        self.spool = spool
         self._next = 1
         self.files: list[SpoolFile] = []
         if create:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._write_record()
+            spool.submit(self._create, spool.report)
         else:
             self._read_record()
 
     def new_upload(self, name: str) -> SpoolFile:
+        """A file for one more uploader; the writer creates it with its first bytes."""
         path = self.directory / f"{self._next}{_UPLOAD_SUFFIX}"
         self._next += 1
-        file = SpoolFile(path, create=True, prefix=name.encode("utf-8", "replace") + b"\0")
+        file = SpoolFile(path, name.encode("utf-8", "replace").replace(b"\0", b"") + b"\0")
         self.files.append(file)
         return file
 
@@ -136,41 +170,42 @@ class GameSpool:
         for path in sorted(self.directory.glob(f"*{_UPLOAD_SUFFIX}"), key=lambda p: (len(p.stem), p.stem)):
             if not path.stem.isdigit():
                 continue
-            with path.open("rb") as raw:
-                head = raw.read(2048)
-            name, nul, _ = head.partition(b"\0")
-            prefix = name + nul if nul else b""
-            file = SpoolFile(path, create=False, prefix=prefix)
+            file = SpoolFile.existing(path)
             self.files.append(file)
             self._next = max(self._next, int(path.stem) + 1)
-            uploads.append(RecoveredUpload(int(path.stem), name.decode("utf-8", "replace"), file))
+            uploads.append(RecoveredUpload(int(path.stem), file.name, file))
         return uploads
 
     def close(self) -> None:
-        for file in self.files:
-            file.close()
+        """Close the files (the writer does it, after what it still has to write)."""
+        files = list(self.files)
+        self.spool.submit(lambda: [file.close() for file in files], self.spool.report)
 
     def remove(self) -> None:
         """The replay is saved: the spool has nothing more to keep for it.
 
-        The folder leaves ``games/`` at once (one rename); deleting its files
-        is the spool's ``discard``, which may run in another thread."""
-        self.close()
-        self._spool.forget(self)
-        trash = self._spool.trash / f"{self.game_id}.{uuid.uuid4().hex}"
-        try:
-            os.rename(self.directory, trash)
-        except OSError:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            return
-        self._spool.discard(trash)
+        The writer closes the files, moves the folder out of ``games/`` and
+        deletes it, after whatever it still had to write there."""
+        self.spool.forget(self)
+        self.spool.submit(self._remove, self.spool.report)
 
-    def _write_record(self) -> None:
+    def _create(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
         record = {"game_id": self.game_id, "started_at": self.started_at}
         fd, temporary = tempfile.mkstemp(prefix=".record.", dir=self.directory)
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             json.dump(record, file)
         os.replace(temporary, self.directory / "record.json")
+
+    def _remove(self) -> None:
+        for file in self.files:
+            file.close()
+        trash = self.spool.trash / f"{self.game_id}.{uuid.uuid4().hex}"
+        try:
+            os.rename(self.directory, trash)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
 
     def _read_record(self) -> None:
         try:
@@ -180,21 +215,18 @@ class GameSpool:
             pass  # the start time falls back to the folder's age
 
 
-def _remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
 class Spool:
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], submit: Submit = run_now) -> None:
         self.directory = Path(directory)
         self.games = self.directory / "games"
         self.trash = self.directory / "trash"
         self.games.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.trash, ignore_errors=True)  # what a previous run was deleting
         self.trash.mkdir(exist_ok=True)
+        self.submit = submit
+        #: Called with an exception when a job of the writer failed (for the log).
+        self.on_error: Callable[[Exception], None] = lambda error: None
         self._open: dict[int, GameSpool] = {}
-        #: Deletes a saved game's folder (moved to ``trash``); the server runs it in a thread.
-        self.discard: Callable[[Path], None] = _remove_tree
 
     def game(self, game_id: int, started_at: float) -> GameSpool:
         game = GameSpool(self, game_id, started_at, create=True)
@@ -215,29 +247,29 @@ class Spool:
     def forget(self, game: GameSpool) -> None:
         self._open.pop(id(game), None)
 
-    def dirty_files(self) -> list[SpoolFile]:
-        """Files written since their last sync; collect them in the reactor thread."""
-        return [file for game in self._open.values() for file in game.files if file.dirty and not file.closed]
+    def report(self, result: Any) -> None:
+        if isinstance(result, Exception):
+            self.on_error(result)
 
-    def sync(self, files: list[SpoolFile]) -> int:
-        """Make ``files`` durable (run it in a worker thread): one ``syncfs`` of
-        the spool's filesystem where there is one, else an fsync per file."""
-        if not files:
-            return 0
-        if _syncfs is None:
-            for file in files:
-                file.sync()
-            return len(files)
-        for file in files:
-            file.dirty = False  # written again from now on: dirty again, synced next time
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            if _syncfs(fd) != 0:
-                error = ctypes.get_errno()
-                raise OSError(error, os.strerror(error))
-        finally:
-            os.close(fd)
-        return len(files)
+    def sync(self, done: Callable[[Any], None] | None = None) -> None:
+        """Make everything written so far durable (a job for the writer)."""
+        self.submit(self._sync, done or self.report)
+
+    def _sync(self) -> None:
+        if _syncfs is not None:
+            fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                if _syncfs(fd) != 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, os.strerror(code))
+            finally:
+                os.close(fd)
+            return
+        for game in list(self._open.values()):
+            for file in list(game.files):
+                with file._lock:
+                    if file.fd is not None and not file.closed:
+                        os.fsync(file.fd)
 
 
 def _find_syncfs() -> Any:

@@ -1,74 +1,124 @@
 """One uploader's copy of the replay, as it arrives.
 
-An :class:`UploadStream` splits the bytes after ``P/…\\0`` into the replay
-header (found with :class:`~faf_replay.replay_header.ReplayHeaderScanner`) and
-the body, which the merge reads. With a spool file every byte goes to disk as it
-arrives and the body is read back from there (:class:`SpooledBody`), so memory
-does not grow with the game; without one (or once the disk refuses) the body
-lives in memory. The stream also carries the few facts the game keeps per
-uploader: whether it ended, whether the merge dropped it, and whether the stall
-rule stopped waiting for it. No Twisted here.
+Everything an uploader sends after ``P/…\\0`` goes into its :class:`RawStore`:
+newest bytes in memory, handed once a tick to the spool's writer and dropped
+from memory once they are on disk, so that memory does not grow with the game
+and the reactor never waits for the disk. :class:`UploadStream` finds the end
+of the replay header in those bytes (with
+:class:`~faf_replay.replay_header.ReplayHeaderScanner`) and offers the body as
+a bytes-like view the merge reads. Without a spool file (or once the disk
+refuses) everything stays in memory. The stream also carries the few facts the
+game keeps per uploader: whether it ended, whether the merge dropped it, and
+whether the stall rule stopped waiting for it. No Twisted here.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from typing import Any
 
 from faf_replay.replay_header import MAX_HEADER_SIZE, ReplayHeaderError, ReplayHeaderScanner
-from faf_replay.spool import SpoolFile
+from faf_replay.spool import SpoolFile, Submit
 
-__all__ = ["ReplayHeaderError", "SpooledBody", "UploadStream"]
+__all__ = ["BodyView", "RawStore", "ReplayHeaderError", "UploadStream"]
 
 
-class SpooledBody:
-    """A body whose bytes are in a spool file from ``offset`` on, plus whatever
-    the disk refused, kept in memory. Reads like ``bytes``: ``len``, slices, indexes."""
+class RawStore:
+    """The bytes of one upload: on disk up to :attr:`on_disk`, the rest in memory.
 
-    __slots__ = ("_file", "_offset", "_on_disk", "tail")
+    Reads may come from another thread (saving), so reads and the writer's
+    confirmations take a lock; appends only ever add to the end.
+    """
 
-    def __init__(self, file: SpoolFile, offset: int) -> None:
-        self._file = file
-        self._offset = offset
-        self._on_disk: int | None = None  # frozen when the disk fails
+    __slots__ = ("_lock", "_on_error", "_submit", "failed", "file", "on_disk", "submitted", "tail")
+
+    def __init__(
+        self,
+        file: SpoolFile | None = None,
+        submit: Submit | None = None,
+        on_error: Callable[[OSError], None] | None = None,
+    ) -> None:
+        self.file = file
+        self._submit = submit
+        self._on_error = on_error
+        self.on_disk = file.size if file is not None else 0
+        self.submitted = self.on_disk
         self.tail = bytearray()
-
-    def freeze_disk(self) -> None:
-        """The file stops growing here; later bytes go to :attr:`tail`."""
-        self._on_disk = self._disk_length()
-
-    def _disk_length(self) -> int:
-        if self._on_disk is not None:
-            return self._on_disk
-        return self._file.size - self._offset
+        self.failed = file is None
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return self._disk_length() + len(self.tail)
+        return self.on_disk + len(self.tail)
+
+    def append(self, data: bytes) -> None:
+        self.tail += data
+
+    def flush(self) -> None:
+        """Hand what is new to the spool's writer."""
+        if self.failed or self._submit is None or len(self) <= self.submitted:
+            return
+        data = bytes(self.tail[self.submitted - self.on_disk :])
+        self.submitted = len(self)
+        file = self.file
+        assert file is not None
+        self._submit(lambda: file.write(data), self._written)
+
+    def _written(self, result: Any) -> None:
+        if isinstance(result, Exception):
+            if not self.failed:
+                self.failed = True  # from now on the bytes stay in memory
+                if self._on_error is not None:
+                    self._on_error(result if isinstance(result, OSError) else OSError(str(result)))
+            return
+        if self.failed:
+            return  # written before the failure or the drop; memory has these bytes still
+        with self._lock:
+            assert self.file is not None
+            self.on_disk += result
+            self.file.size += result
+            del self.tail[:result]
+
+    def read(self, start: int, stop: int) -> bytes:
+        with self._lock:
+            disk = self.on_disk
+            data = b""
+            if start < disk:
+                assert self.file is not None
+                data = self.file.read(start, min(stop, disk) - start)
+            if stop > disk:
+                data += bytes(self.tail[max(start, disk) - disk : stop - disk])
+            return data
+
+
+class BodyView:
+    """The body of an upload (its bytes after the replay header), read like ``bytes``."""
+
+    __slots__ = ("_offset", "_store")
+
+    def __init__(self, store: RawStore, offset: int) -> None:
+        self._store = store
+        self._offset = offset
+
+    def __len__(self) -> int:
+        return len(self._store) - self._offset
 
     def __getitem__(self, key: int | slice) -> bytes | int:
         if isinstance(key, int):
             index = key + len(self) if key < 0 else key
             if not 0 <= index < len(self):
                 raise IndexError(key)
-            return self._read(index, index + 1)[0]
+            return self._store.read(self._offset + index, self._offset + index + 1)[0]
         start, stop, step = key.indices(len(self))
         if step != 1:
             raise ValueError("no steps")
-        return self._read(start, stop)
-
-    def _read(self, start: int, stop: int) -> bytes:
         if stop <= start:
             return b""
-        disk = self._disk_length()
-        data = self._file.read(self._offset + start, min(stop, disk) - start) if start < disk else b""
-        if stop > disk:
-            data += bytes(self.tail[max(start, disk) - disk : stop - disk])
-        return data
+        return self._store.read(self._offset + start, self._offset + stop)
 
 
 class UploadStream:
     __slots__ = (
-        "_file",
-        "_on_spool_error",
         "_scanner",
         "body",
         "dropped",
@@ -77,17 +127,14 @@ class UploadStream:
         "name",
         "received",
         "stalled",
+        "store",
     )
 
-    def __init__(
-        self,
-        name: str,
-        file: SpoolFile | None = None,
-        on_spool_error: Callable[[OSError], None] | None = None,
-    ) -> None:
+    def __init__(self, name: str, store: RawStore | None = None) -> None:
         self.name = name
+        self.store = store if store is not None else RawStore()
         self.header: bytes | None = None
-        self.body: bytearray | SpooledBody = bytearray()
+        self.body: BodyView | bytes = b""
         #: Every byte this uploader sent, kept or not.
         self.received = 0
         self.ended = False
@@ -95,21 +142,19 @@ class UploadStream:
         self.dropped = False
         #: Held the merge back for the stall timeout: not waited for.
         self.stalled = False
-        self._file = file
-        self._on_spool_error = on_spool_error
         self._scanner: ReplayHeaderScanner | None = ReplayHeaderScanner()
 
     @classmethod
     def recovered(cls, name: str, file: SpoolFile) -> UploadStream:
         """A stream read back from a spool file a previous run wrote; it has ended."""
-        stream = cls(name, file)
+        stream = cls(name, RawStore(file))
         stream.received = file.size
         stream.ended = True
+        scanner = stream._scanner
+        assert scanner is not None
         try:
-            if stream._scanner is not None and stream._scanner.feed(
-                file.read(0, min(file.size, MAX_HEADER_SIZE))
-            ):
-                stream._header_done(stream._scanner)
+            if scanner.feed(stream.store.read(0, min(file.size, MAX_HEADER_SIZE))) is not None:
+                stream._header_done(scanner)
         except ReplayHeaderError:
             pass
         stream._scanner = None
@@ -124,7 +169,7 @@ class UploadStream:
         self.received += len(data)
         if self.ended or self.dropped:
             return False
-        self._store(data)
+        self.store.append(data)
         scanner = self._scanner
         if scanner is None:
             return False
@@ -139,47 +184,24 @@ class UploadStream:
         self._header_done(scanner)
         return True
 
-    def _store(self, data: bytes) -> None:
-        body = self.body
-        if self._file is None:
-            if self._scanner is None:
-                assert isinstance(body, bytearray)
-                body += data
-            return
-        if isinstance(body, SpooledBody) and body.tail:
-            body.tail += data  # the disk failed earlier: memory from then on
-            return
-        try:
-            self._file.append(data)
-        except OSError as error:
-            self._spool_failed(error, data)
-
-    def _spool_failed(self, error: OSError, data: bytes) -> None:
-        if self._scanner is not None:
-            # Still in the header: the scanner has every byte; keep the stream in memory.
-            self._file = None
-        else:
-            assert isinstance(self.body, SpooledBody)
-            self.body.freeze_disk()
-            self.body.tail += data
-        if self._on_spool_error is not None:
-            self._on_spool_error(error)
-
     def _header_done(self, scanner: ReplayHeaderScanner) -> None:
         length = scanner.length
         assert length is not None
         self.header = bytes(scanner.buffer[:length])
-        if self._file is not None:
-            self.body = SpooledBody(self._file, length)
-        else:
-            del scanner.buffer[:length]
-            self.body = scanner.buffer
-        self._scanner = None
+        self.body = BodyView(self.store, length)
+        self._scanner = None  # and its copy of the bytes with it
+
+    def flush(self) -> None:
+        """Hand new bytes to the spool's writer (once a tick)."""
+        if not self.dropped:
+            self.store.flush()
 
     def drop(self) -> None:
         """Discard everything, now and later: the merge found it diverging."""
         self.dropped = True
-        self.body = bytearray()
+        self.body = b""
+        self.store.tail = bytearray()
+        self.store.failed = True
 
     @property
     def voting(self) -> bool:

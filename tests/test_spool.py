@@ -1,17 +1,17 @@
 """The spool on a real disk: files, recovery, and games brought back after a crash."""
 
 import os
+from pathlib import Path
 
 from twisted.internet.task import Clock
-from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
 
 from faf_replay.game import SaveOutcome, State
 from faf_replay.registry import GameRegistry
 from faf_replay.services import SpoolSync
 from faf_replay.settings import Settings
-from faf_replay.spool import Spool, SpoolFile
-from faf_replay.stream import UploadStream
+from faf_replay.spool import Spool, SpoolFile, run_now
+from faf_replay.stream import RawStore, UploadStream
 from tests.fakes import FakeUploader, FakeWatcher, Saves
 from tests.logs import CapturedLogs
 from tests.recordings import chunks, recording, split
@@ -19,58 +19,80 @@ from tests.recordings import chunks, recording, split
 SETTINGS = Settings(delay=10, sample_interval=1, grace=5, stall_timeout=60)
 
 
-class Files(SynchronousTestCase):
-    def test_append_read_sync_close(self):
-        path = self.mktemp()
-        file = SpoolFile(path, create=True)
-        file.append(b"hello ")
-        file.append(memoryview(b"world"))
-        self.assertEqual((file.size, file.read(0, 11), file.read(6, 5)), (11, b"hello world", b"world"))
-        self.assertTrue(file.dirty)
-        file.sync()
-        self.assertFalse(file.dirty)
-        file.close()
-        file.sync()  # closed: nothing to do, no error
-        with open(path, "rb") as raw:
-            self.assertEqual(raw.read(), b"hello world")
-        self.assertRaises(FileExistsError, SpoolFile, path, create=True)
+class Writer:
+    """The spool's writer, by hand: jobs wait until the test runs them."""
 
-    def test_a_failed_append_leaves_the_file_as_it_was(self):
-        file = SpoolFile(self.mktemp(), create=True)
-        file.append(b"kept")
+    def __init__(self):
+        self.jobs = []
+
+    def submit(self, job, done):
+        self.jobs.append((job, done))
+
+    def run(self):
+        while self.jobs:
+            job, done = self.jobs.pop(0)
+            run_now(job, done)
+
+
+class Files(SynchronousTestCase):
+    def test_the_writer_creates_appends_and_closes(self):
+        path = self.mktemp()
+        file = SpoolFile(Path(path), b"name\0")
+        self.assertFalse(os.path.exists(path))  # created with the first bytes, by the writer
+        self.assertEqual(file.write(b"hello "), 6)
+        self.assertEqual(file.write(memoryview(b"world")), 5)
+        file.size = 11  # what the owner confirms
+        self.assertEqual((file.read(0, 11), file.read(6, 5)), (b"hello world", b"world"))
+        file.close()
+        with open(path, "rb") as raw:
+            self.assertEqual(raw.read(), b"name\0hello world")
+        self.assertRaises(OSError, file.write, b"late")
+        again = SpoolFile.existing(Path(path))
+        self.assertEqual((again.name, again.size, again.read(0, 5)), ("name", 11, b"hello"))
+
+    def test_a_failed_write_leaves_the_file_as_it_was(self):
+        file = SpoolFile(Path(self.mktemp()))
+        file.write(b"kept")
         os.close(file.fd)  # the next write fails
         with self.assertRaises(OSError):
-            file.append(b"lost")
-        self.assertEqual(file.size, 4)
+            file.write(b"lost")
+        self.assertEqual(file._written, 4)
 
-    def test_game_folders(self):
-        spool = Spool(self.mktemp())
+    def test_game_folders_are_the_writers_work(self):
+        writer = Writer()
+        spool = Spool(self.mktemp(), writer.submit)
         game = spool.game(12, 1000.0)
         first, second = game.new_upload("a.SCFAreplay"), game.new_upload("b/c")
         self.assertEqual([first.path.name, second.path.name], ["1.upload", "2.upload"])
-        first.append(b"x")
-        self.assertEqual((first.size, first.read(0, 1)), (1, b"x"))
+        self.assertFalse(game.directory.exists())  # nothing done on the caller's thread
+        writer.run()
+        self.assertTrue((game.directory / "record.json").exists())
+        spool.submit(lambda: first.write(b"x"), lambda n: None)
+        writer.run()
         with open(first.path, "rb") as raw:
             self.assertEqual(raw.read(), b"a.SCFAreplay\0x")  # the name first, for recovery
-        self.assertEqual(spool.dirty_files(), [first, second])
-        self.assertEqual(spool.sync(spool.dirty_files()), 2)
-        self.assertEqual(spool.dirty_files(), [])
-        discarded = []
-        spool.discard = discarded.append
+        spool.sync()
+        writer.run()
         game.remove()
-        self.assertFalse(game.directory.exists())  # out of games/ at once
-        [trash] = discarded
-        self.assertEqual(trash.parent, spool.trash)
-        self.assertTrue((trash / "1.upload").exists())  # deleted by whoever discards
-        self.assertEqual(Spool(spool.directory).recover(), [])
-        self.assertFalse(trash.exists())  # a new start empties the trash
+        self.assertTrue(game.directory.exists())
+        writer.run()
+        self.assertFalse(game.directory.exists())
+        self.assertEqual(os.listdir(spool.trash), [])
+        self.assertTrue(first.closed)
+
+    def test_a_failed_job_is_reported(self):
+        errors = []
+        spool = Spool(self.mktemp())
+        spool.on_error = errors.append
+        spool.submit(lambda: 1 / 0, spool.report)
+        self.assertEqual([type(e) for e in errors], [ZeroDivisionError])
 
     def test_recover(self):
         directory = self.mktemp()
         before = Spool(directory)
         game = before.game(77, 1234.5)
-        game.new_upload("Rowan.SCFAreplay").append(b"abc")
-        game.new_upload("Kim.SCFAreplay").append(b"defg")
+        game.new_upload("Rowan.SCFAreplay").write(b"abc")
+        game.new_upload("Kim.SCFAreplay").write(b"defg")
         os.makedirs(os.path.join(directory, "games", "not-a-game"))
         after = Spool(directory)
         [found] = after.recover()
@@ -84,67 +106,112 @@ class Files(SynchronousTestCase):
     def test_recover_without_a_record(self):
         directory = self.mktemp()
         game = Spool(directory).game(5, 1.0)
-        game.new_upload("x").append(b"data")
+        game.new_upload("x").write(b"data")
         os.unlink(game.directory / "record.json")
         [found] = Spool(directory).recover()
         self.assertEqual([(u.name, u.file.read(0, 4)) for u in found.uploads], [("x", b"data")])
         self.assertNotEqual(found.started_at, 1.0)  # the folder's age instead
 
+    def test_a_new_start_empties_the_trash(self):
+        directory = self.mktemp()
+        spool = Spool(directory)
+        (spool.trash / "5.abc").mkdir()
+        Spool(directory)
+        self.assertEqual(os.listdir(spool.trash), [])
+
 
 class SpooledStreams(SynchronousTestCase):
-    def test_every_byte_is_on_disk_and_read_back(self):
-        stream = recording("example")
-        header, body = split(stream)
-        file = SpoolFile(self.mktemp(), create=True)
-        upload = UploadStream("p", file)
-        for piece in chunks(stream, [1, 100, 3000, 7]):
+    def spooled(self, writer=None, file_class=SpoolFile):
+        file = file_class(Path(self.mktemp()), b"p\0")
+        errors = []
+        store = RawStore(
+            file, (writer or Writer()).submit if writer is None else writer.submit, errors.append
+        )
+        return UploadStream("p", store), file, errors
+
+    def test_every_byte_reaches_the_disk_and_memory_lets_go(self):
+        stream_bytes = recording("example")
+        header, body = split(stream_bytes)
+        writer = Writer()
+        upload, file, _ = self.spooled(writer)
+        for piece in chunks(stream_bytes, [1, 100, 3000, 7]):
             upload.feed(piece)
-        self.assertEqual(file.read(0, file.size), stream)
+            if len(upload.store.tail) > 5000:
+                upload.flush()  # once a tick, in the server
         self.assertEqual(upload.header, header)
-        self.assertEqual(len(upload.body), len(body))
+        self.assertEqual(upload.body[0 : len(body)], body)  # from disk and memory
+        writer.run()
+        upload.flush()
+        writer.run()
+        self.assertEqual(len(upload.store.tail), 0)  # all on disk now
+        self.assertEqual(file.size, len(stream_bytes))
         self.assertEqual(upload.body[0 : len(body)], body)
         self.assertEqual(upload.body[100:200], body[100:200])
         self.assertEqual(upload.body[5], body[5])
         self.assertEqual(upload.body[-1], body[-1])
+        with open(file.path, "rb") as raw:
+            self.assertEqual(raw.read(), b"p\0" + stream_bytes)
 
     def test_the_disk_failing_midway_keeps_the_rest_in_memory(self):
-        stream = recording("example")
-        failures = []
-
         class FullDisk(SpoolFile):
-            def append(self, data):
-                if self.size + len(data) > 10_000:
+            def write(self, data):
+                if self._written + len(data) > 10_000:
                     raise OSError(28, "No space left on device")
-                super().append(data)
+                return super().write(data)
 
-        file = FullDisk(self.mktemp(), create=True)
-        upload = UploadStream("p", file, on_spool_error=failures.append)
-        for piece in chunks(stream, [1000]):
+        stream_bytes = recording("example")
+        writer = Writer()
+        upload, file, errors = self.spooled(writer, FullDisk)
+        for piece in chunks(stream_bytes, [1000]):
             upload.feed(piece)
-        self.assertEqual(len(failures), 1)
-        self.assertEqual(upload.header + upload.body[0 : len(upload.body)], stream)
+            upload.flush()
+            writer.run()
+        self.assertEqual(len(errors), 1)
+        self.assertEqual(upload.header + upload.body[0 : len(upload.body)], stream_bytes)
         self.assertEqual(file.size, 10_000)
 
-    def test_the_disk_failing_in_the_header(self):
-        class NoDisk(SpoolFile):
-            def append(self, data):
-                raise OSError(5, "Input/output error")
+    def test_writes_queued_behind_a_failed_one_are_refused(self):
+        class FlakyDisk(SpoolFile):
+            calls = 0
 
-        failures = []
-        upload = UploadStream("p", NoDisk(self.mktemp(), create=True), on_spool_error=failures.append)
+            def write(self, data):
+                FlakyDisk.calls += 1
+                if FlakyDisk.calls == 2:  # a moment of a full disk, then room again
+                    self.broken = True
+                    raise OSError(28, "No space left on device")
+                return super().write(data)
+
+        stream_bytes = recording("example")
+        writer = Writer()
+        upload, file, errors = self.spooled(writer, FlakyDisk)
+        for piece in chunks(stream_bytes, [3000, 3000, 3000]):
+            upload.feed(piece)
+            upload.flush()  # three writes queued before the writer runs
+        writer.run()
+        upload.feed(b"")
+        self.assertEqual(len(errors), 1)
+        self.assertEqual(file.size, 3000)
+        with open(file.path, "rb") as raw:  # only a prefix, never a gap
+            self.assertEqual(raw.read(), b"p\0" + stream_bytes[:3000])
+        self.assertEqual(upload.header + upload.body[0 : len(upload.body)], stream_bytes[: len(upload.store)])
+        self.assertEqual(len(upload.store), len(stream_bytes))
+
+    def test_without_a_spool_everything_stays_in_memory(self):
+        upload = UploadStream("p")
         for piece in chunks(recording("example"), [500]):
             upload.feed(piece)
-        self.assertEqual(upload.header + bytes(upload.body), recording("example"))
-        self.assertEqual(len(failures), 1)
+        upload.flush()
+        self.assertEqual(upload.header + upload.body[0 : len(upload.body)], recording("example"))
 
     def test_recovered(self):
-        path = self.mktemp()
-        SpoolFile(path, create=True).append(recording("8805603"))
-        stream = UploadStream.recovered("p", SpoolFile(path, create=False))
+        path = Path(self.mktemp())
+        SpoolFile(path, b"Rowan\0").write(recording("8805603"))
+        stream = UploadStream.recovered("Rowan", SpoolFile.existing(path))
         self.assertTrue(stream.ended)
         self.assertEqual(stream.header + stream.body[0 : len(stream.body)], recording("8805603"))
-        SpoolFile(path + "2", create=True).append(b"not a replay at all" * 10)
-        broken = UploadStream.recovered("q", SpoolFile(path + "2", create=False))
+        broken_path = Path(self.mktemp())
+        SpoolFile(broken_path, b"x\0").write(b"not a replay at all" * 10)
+        broken = UploadStream.recovered("x", SpoolFile.existing(broken_path))
         self.assertIsNone(broken.header)
         self.assertEqual(len(broken.body), 0)
 
@@ -233,15 +300,16 @@ class Recovery(SynchronousTestCase):
 
 
 class Syncing(SynchronousTestCase):
-    def test_the_sync_service_fsyncs_what_was_written(self):
-        spool = Spool(self.mktemp())
-        game = spool.game(1, 0.0)
-        file = game.new_upload("a")
-        file.append(b"data")
+    def test_the_sync_service_syncs_every_interval_and_at_the_end(self):
+        writer = Writer()
+        spool = Spool(self.mktemp(), writer.submit)
         clock = Clock()
-        pool = ThreadPool(0, 1)
-        service = SpoolSync(spool, clock, pool, interval=5)
+        service = SpoolSync(spool, clock, interval=5)
         service.startService()
-        self.assertTrue(file.dirty)
+        clock.advance(4.9)
+        self.assertEqual(writer.jobs, [])
+        clock.advance(0.1)
+        self.assertEqual(len(writer.jobs), 1)
         service.stopService()  # a last sync, for the next run
-        self.assertFalse(file.dirty)
+        self.assertEqual(len(writer.jobs), 2)
+        writer.run()
