@@ -181,8 +181,9 @@ class Game:
             return UploadStream(name)
         store = RawStore(
             self.spool.new_upload(name),
-            self.spool.spool.submit,
+            self.spool.spool.write,
             on_error=lambda error: self._spool_failed(name, error),
+            interval=self._settings.spool_sync,
         )
         return UploadStream(name, store)
 
@@ -332,7 +333,7 @@ class Game:
         for uploader in paused:
             uploader.resume()
         for stream in self._streams:
-            stream.flush()
+            stream.flush(now)
             self._longest = max(self._longest, len(stream.body))
         if self._longest and self._first_body_at is None:
             self._first_body_at = now

@@ -48,7 +48,7 @@ HELP = {
     "max_connections_per_address": "open connections from one address",
     "max_connections": "open connections in all",
     "spool": "where uploads are kept until their replay is saved [default: spool beside the vault]",
-    "spool_sync": "seconds between fsyncs of the spool",
+    "spool_sync": "seconds between writes and fsyncs of the spool",
     "db": "FAF's database, mysql://USER@HOST:PORT/NAME (password from $FAF_REPLAY_DB_PASSWORD)",
     "db_password_file": "a file holding the database password",
     "db_timeout": "seconds a save waits for the database before saving with the replay's own facts",

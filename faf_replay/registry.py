@@ -208,6 +208,8 @@ class GameRegistry(Service):
         for game in list(self.games.values()):
             if game.game_id % self.tick_groups == group:
                 game.tick(now)
+        if self._spool is not None:
+            self._spool.send()  # what the group's uploads brought, to the spool's writer
         if group == 0:
             horizon = now - self.remember_ended
             for game_id, ended in list(self._ended.items()):

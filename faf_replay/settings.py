@@ -70,7 +70,7 @@ class Settings:
     #: Where uploads are kept until their replay is saved; default: ``spool``
     #: beside the vault.
     spool: str | None = None
-    #: Seconds between fsyncs of the spool (what a power loss can take).
+    #: Seconds between writes and fsyncs of the spool (what a crash can take).
     spool_sync: float = 5.0
     #: FAF's database as ``mysql://USER@HOST:PORT/NAME``; none: run standalone.
     db: str | None = None

@@ -14,6 +14,9 @@ them on disk (``stream.RawStore``). A game's folder is removed once its replay
 is saved; nothing else removes it. After a crash, :meth:`Spool.recover` finds
 the games left behind. :meth:`Spool.sync` makes everything written durable
 (one ``syncfs`` where Linux has it), which bounds what a power loss can take.
+Appends are queued (:meth:`Spool.write`) and handed over in batches, one job
+per batch (:meth:`Spool.send`, after every tick of a group of games), so the
+cost of crossing to the thread is paid a few times a second, not per upload.
 No Twisted here: ``submit`` is how the server hands jobs to its thread.
 """
 
@@ -37,6 +40,9 @@ _UPLOAD_SUFFIX = ".upload"
 #: ``submit(job, done)``: run ``job()`` in the writer, then ``done(result)`` (an
 #: exception when the job raised) where the caller lives.
 Submit = Callable[[Callable[[], Any], Callable[[Any], None]], None]
+
+#: ``done(result)``: the number of bytes written, or the exception.
+Done = Callable[[Any], None]
 
 
 def run_now(job: Callable[[], Any], done: Callable[[Any], None]) -> None:
@@ -223,7 +229,8 @@ class Spool:
         self.games.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.trash, ignore_errors=True)  # what a previous run was deleting
         self.trash.mkdir(exist_ok=True)
-        self.submit = submit
+        self._submit = submit
+        self._batch: list[tuple[SpoolFile, bytes, Done]] = []
         #: Called with an exception when a job of the writer failed (for the log).
         self.on_error: Callable[[Exception], None] = lambda error: None
         self._open: dict[int, GameSpool] = {}
@@ -246,6 +253,22 @@ class Spool:
 
     def forget(self, game: GameSpool) -> None:
         self._open.pop(id(game), None)
+
+    def write(self, file: SpoolFile, data: bytes, done: Done) -> None:
+        """Queue an append to ``file``; it goes with the next batch (:meth:`send`)."""
+        self._batch.append((file, data, done))
+
+    def send(self) -> None:
+        """Hand the queued appends to the writer, as one job."""
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        self._submit(lambda: _write_all(batch), lambda results: _confirm(batch, results))
+
+    def submit(self, job: Callable[[], Any], done: Done) -> None:
+        """Run ``job`` in the writer, after everything queued so far."""
+        self.send()
+        self._submit(job, done)
 
     def report(self, result: Any) -> None:
         if isinstance(result, Exception):
@@ -270,6 +293,23 @@ class Spool:
                 with file._lock:
                     if file.fd is not None and not file.closed:
                         os.fsync(file.fd)
+
+
+def _write_all(batch: list[tuple[SpoolFile, bytes, Done]]) -> list[Any]:
+    results: list[Any] = []
+    for file, data, _ in batch:
+        try:
+            results.append(file.write(data))
+        except Exception as error:
+            results.append(error)
+    return results
+
+
+def _confirm(batch: list[tuple[SpoolFile, bytes, Done]], results: Any) -> None:
+    if isinstance(results, Exception):  # the job itself failed: every write did
+        results = [results] * len(batch)
+    for (_, _, done), result in zip(batch, results, strict=True):
+        done(result)
 
 
 def _find_syncfs() -> Any:

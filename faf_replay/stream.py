@@ -19,29 +19,50 @@ from collections.abc import Callable
 from typing import Any
 
 from faf_replay.replay_header import MAX_HEADER_SIZE, ReplayHeaderError, ReplayHeaderScanner
-from faf_replay.spool import SpoolFile, Submit
+from faf_replay.spool import Done, SpoolFile
 
 __all__ = ["BodyView", "RawStore", "ReplayHeaderError", "UploadStream"]
+
+
+#: Bytes of an upload that go to the spool's writer without waiting for the interval.
+WRITE_AT = 64 * 1024
 
 
 class RawStore:
     """The bytes of one upload: on disk up to :attr:`on_disk`, the rest in memory.
 
-    Reads may come from another thread (saving), so reads and the writer's
-    confirmations take a lock; appends only ever add to the end.
+    New bytes go to the spool's writer every ``interval`` seconds, or sooner
+    once :data:`WRITE_AT` bytes wait: few, large appends, and never more in
+    memory than that interval's worth. Reads may come from another thread
+    (saving), so reads and the writer's confirmations take a lock; appends only
+    ever add to the end.
     """
 
-    __slots__ = ("_lock", "_on_error", "_submit", "failed", "file", "on_disk", "submitted", "tail")
+    __slots__ = (
+        "_lock",
+        "_on_error",
+        "_sent_at",
+        "_write",
+        "failed",
+        "file",
+        "interval",
+        "on_disk",
+        "submitted",
+        "tail",
+    )
 
     def __init__(
         self,
         file: SpoolFile | None = None,
-        submit: Submit | None = None,
+        write: Callable[[SpoolFile, bytes, Done], None] | None = None,
         on_error: Callable[[OSError], None] | None = None,
+        interval: float = 0.0,
     ) -> None:
         self.file = file
-        self._submit = submit
+        self._write = write
         self._on_error = on_error
+        self.interval = interval
+        self._sent_at = float("-inf")
         self.on_disk = file.size if file is not None else 0
         self.submitted = self.on_disk
         self.tail = bytearray()
@@ -54,15 +75,20 @@ class RawStore:
     def append(self, data: bytes) -> None:
         self.tail += data
 
-    def flush(self) -> None:
-        """Hand what is new to the spool's writer."""
-        if self.failed or self._submit is None or len(self) <= self.submitted:
+    def flush(self, now: float | None = None) -> None:
+        """Hand what is new to the spool's writer: when due at ``now``, or at
+        once without it."""
+        waiting = len(self) - self.submitted
+        if self.failed or self._write is None or waiting <= 0:
             return
+        if now is not None:
+            if waiting < WRITE_AT and now - self._sent_at < self.interval:
+                return
+            self._sent_at = now
         data = bytes(self.tail[self.submitted - self.on_disk :])
         self.submitted = len(self)
-        file = self.file
-        assert file is not None
-        self._submit(lambda: file.write(data), self._written)
+        assert self.file is not None
+        self._write(self.file, data, self._written)
 
     def _written(self, result: Any) -> None:
         if isinstance(result, Exception):
@@ -191,10 +217,10 @@ class UploadStream:
         self.body = BodyView(self.store, length)
         self._scanner = None  # and its copy of the bytes with it
 
-    def flush(self) -> None:
-        """Hand new bytes to the spool's writer (once a tick)."""
+    def flush(self, now: float | None = None) -> None:
+        """Hand new bytes to the spool's writer (see :meth:`RawStore.flush`)."""
         if not self.dropped:
-            self.store.flush()
+            self.store.flush(now)
 
     def drop(self) -> None:
         """Discard everything, now and later: the merge found it diverging."""

@@ -11,7 +11,7 @@ from faf_replay.registry import GameRegistry
 from faf_replay.services import SpoolSync
 from faf_replay.settings import Settings
 from faf_replay.spool import Spool, SpoolFile, run_now
-from faf_replay.stream import RawStore, UploadStream
+from faf_replay.stream import WRITE_AT, RawStore, UploadStream
 from tests.fakes import FakeUploader, FakeWatcher, Saves
 from tests.logs import CapturedLogs
 from tests.recordings import chunks, recording, split
@@ -27,6 +27,9 @@ class Writer:
 
     def submit(self, job, done):
         self.jobs.append((job, done))
+
+    def write(self, file, data, done):
+        self.submit(lambda: file.write(data), done)
 
     def run(self):
         while self.jobs:
@@ -67,15 +70,25 @@ class Files(SynchronousTestCase):
         self.assertFalse(game.directory.exists())  # nothing done on the caller's thread
         writer.run()
         self.assertTrue((game.directory / "record.json").exists())
-        spool.submit(lambda: first.write(b"x"), lambda n: None)
+        written = []
+        spool.write(first, b"x", written.append)
+        spool.write(second, b"yz", written.append)
+        spool.write(first, b"w", written.append)
+        self.assertEqual(writer.jobs, [])  # queued until sent
+        spool.send()
+        self.assertEqual(len(writer.jobs), 1)  # one job for the whole batch
         writer.run()
+        self.assertEqual(written, [1, 2, 1])
         with open(first.path, "rb") as raw:
-            self.assertEqual(raw.read(), b"a.SCFAreplay\0x")  # the name first, for recovery
+            self.assertEqual(raw.read(), b"a.SCFAreplay\0xw")  # the name first, for recovery
         spool.sync()
         writer.run()
+        spool.write(second, b"!", written.append)
         game.remove()
         self.assertTrue(game.directory.exists())
+        self.assertEqual(len(writer.jobs), 2)  # the queued write goes first
         writer.run()
+        self.assertEqual(written, [1, 2, 1, 1])
         self.assertFalse(game.directory.exists())
         self.assertEqual(os.listdir(spool.trash), [])
         self.assertTrue(first.closed)
@@ -124,9 +137,7 @@ class SpooledStreams(SynchronousTestCase):
     def spooled(self, writer=None, file_class=SpoolFile):
         file = file_class(Path(self.mktemp()), b"p\0")
         errors = []
-        store = RawStore(
-            file, (writer or Writer()).submit if writer is None else writer.submit, errors.append
-        )
+        store = RawStore(file, (writer or Writer()).write, errors.append)
         return UploadStream("p", store), file, errors
 
     def test_every_byte_reaches_the_disk_and_memory_lets_go(self):
@@ -169,6 +180,28 @@ class SpooledStreams(SynchronousTestCase):
         self.assertEqual(len(errors), 1)
         self.assertEqual(upload.header + upload.body[0 : len(upload.body)], stream_bytes)
         self.assertEqual(file.size, 10_000)
+
+    def test_new_bytes_are_written_every_interval_or_when_many(self):
+        writer = Writer()
+        file = SpoolFile(Path(self.mktemp()), b"p\0")
+        store = RawStore(file, writer.write, interval=5.0)
+        store.append(b"a" * 100)
+        store.flush(now=0.0)  # the first bytes at once: the file exists early
+        store.append(b"b" * 100)
+        store.flush(now=4.9)
+        self.assertEqual(len(writer.jobs), 1)
+        store.flush(now=5.0)
+        self.assertEqual(len(writer.jobs), 2)
+        store.append(b"c" * WRITE_AT)
+        store.flush(now=5.1)  # plenty waiting: no need to wait
+        store.append(b"d")
+        store.flush(now=5.2)
+        self.assertEqual(len(writer.jobs), 3)
+        store.flush()  # the end of the game: everything
+        writer.run()
+        self.assertEqual(file.size, 201 + WRITE_AT)
+        self.assertEqual(store.tail, b"")
+        self.assertEqual(store.read(0, len(store)), b"a" * 100 + b"b" * 100 + b"c" * WRITE_AT + b"d")
 
     def test_writes_queued_behind_a_failed_one_are_refused(self):
         class FlakyDisk(SpoolFile):
