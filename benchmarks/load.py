@@ -29,6 +29,7 @@ import os
 import re
 import resource
 import selectors
+import shutil
 import socket
 import statistics
 import subprocess
@@ -419,6 +420,12 @@ def percentile(values: list[float], fraction: float) -> float:
     return values[min(len(values) - 1, round(fraction * (len(values) - 1)))]
 
 
+def _py_spy() -> str:
+    """py-spy from this virtualenv, else from the PATH."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy") or "py-spy"
+
+
 def capacity(args) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="faf-replay-bench-"))
     options = [
@@ -433,7 +440,7 @@ def capacity(args) -> dict:
     if args.profile:
         profiler = subprocess.Popen(
             [
-                "py-spy",
+                _py_spy(),
                 "record",
                 "--pid",
                 str(server.process.pid),
