@@ -17,6 +17,10 @@ the games left behind. :meth:`Spool.sync` makes everything written durable
 Appends are queued (:meth:`Spool.write`) and handed over in batches, one job
 per batch (:meth:`Spool.send`, after every tick of a group of games), so the
 cost of crossing to the thread is paid a few times a second, not per upload.
+Descriptors are rationed (:class:`Descriptors`): at most a set number of
+upload files are open at once, the least recently used giving theirs up, so
+that a server holding tens of thousands of uploads keeps its file descriptors
+for the connections.
 No Twisted here: ``submit`` is how the server hands jobs to its thread.
 """
 
@@ -26,10 +30,12 @@ import ctypes
 import errno
 import json
 import os
+import resource
 import shutil
 import tempfile
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,19 +60,83 @@ def run_now(job: Callable[[], Any], done: Callable[[Any], None]) -> None:
     done(result)
 
 
+def default_open_files() -> int:
+    """A quarter of the process's open-file limit: the rest is for connections."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(16, soft // 4) if soft != resource.RLIM_INFINITY else 65536
+
+
+class Descriptors:
+    """The spool files holding an open descriptor, at most ``limit`` of them.
+
+    A file asks for a descriptor each time it is used (:meth:`SpoolFile.write`,
+    :meth:`SpoolFile.read`, holding its own lock); past the limit the least
+    recently used file closes its descriptor, and opens it again when next
+    used. A file busy in another thread is skipped, never waited for, so the
+    reactor and the writer cannot deadlock here.
+    """
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = max(1, limit if limit is not None else default_open_files())
+        self._lock = threading.Lock()
+        self._open: OrderedDict[SpoolFile, None] = OrderedDict()
+        #: Descriptors closed to stay under the limit (for the tests and tools).
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def used(self, file: SpoolFile) -> None:
+        """``file`` (its lock held) has a descriptor and was just used."""
+        with self._lock:
+            self._open[file] = None
+            self._open.move_to_end(file)
+            victims = []
+            while len(self._open) > self.limit:
+                victim, _ = self._open.popitem(last=False)
+                victims.append(victim)
+        for victim in victims:
+            if victim._lock.acquire(blocking=False):
+                try:
+                    victim._close_descriptor()
+                    self.evictions += 1
+                finally:
+                    victim._lock.release()
+            # else: in use right now; its user registers it again when done
+
+    def forget(self, file: SpoolFile) -> None:
+        with self._lock:
+            self._open.pop(file, None)
+
+
 class SpoolFile:
     """One upload's file: created and appended by the writer, read back by position.
 
     The file starts with its ``prefix`` (the uploader's name and a NUL);
     offsets and :attr:`size` count the bytes after it. :attr:`size` is what the
     owner knows to be on disk (it confirms each write); reads stay below it.
+    With ``descriptors``, the file's descriptor is opened when it is used and
+    may be closed between uses (:class:`Descriptors`).
     """
 
-    __slots__ = ("_lock", "_written", "broken", "closed", "fd", "path", "prefix", "size")
+    __slots__ = (
+        "_created",
+        "_descriptors",
+        "_lock",
+        "_written",
+        "broken",
+        "closed",
+        "fd",
+        "path",
+        "prefix",
+        "size",
+    )
 
-    def __init__(self, path: Path, prefix: bytes = b"") -> None:
+    def __init__(self, path: Path, prefix: bytes = b"", descriptors: Descriptors | None = None) -> None:
         self.path = path
         self.prefix = prefix
+        self._descriptors = descriptors
+        self._created = False
         self.fd: int | None = None
         self.size = 0
         self._written = 0  # the writer's own count
@@ -77,14 +147,17 @@ class SpoolFile:
         self._lock = threading.Lock()
 
     @classmethod
-    def existing(cls, path: Path) -> SpoolFile:
-        """A file a previous run wrote: opened now, its name read back."""
+    def existing(cls, path: Path, descriptors: Descriptors | None = None) -> SpoolFile:
+        """A file a previous run wrote, its name read back."""
         with path.open("rb") as raw:
             head = raw.read(2048)
+            size = os.fstat(raw.fileno()).st_size
         name, nul, _ = head.partition(b"\0")
-        file = cls(path, name + nul if nul else b"")
-        file.fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
-        file.size = file._written = os.fstat(file.fd).st_size - len(file.prefix)
+        file = cls(path, name + nul if nul else b"", descriptors)
+        file._created = True
+        file.size = file._written = size - len(file.prefix)
+        if descriptors is None:
+            file.fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
         return file
 
     @property
@@ -98,28 +171,38 @@ class SpoolFile:
         with self._lock:
             if self.closed or self.broken:
                 raise OSError(errno.EBADF, "the spool file takes no more writes")
-            if self.fd is None:
+            if not self._created:
                 flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
                 self.fd = os.open(self.path, flags, 0o644)
+                self._created = True
                 if self.prefix:
                     os.write(self.fd, self.prefix)
+            fd = self._descriptor()
             view, done = memoryview(data), 0
             try:
                 while done < len(view):
-                    done += os.write(self.fd, view[done:])
+                    done += os.write(fd, view[done:])
             except OSError:
                 self.broken = True
                 if done:
-                    os.ftruncate(self.fd, len(self.prefix) + self._written)
+                    os.ftruncate(fd, len(self.prefix) + self._written)
                 raise
+            finally:
+                self._used()
             self._written += done
             return done
 
     def read(self, offset: int, length: int) -> bytes:
         if length <= 0:
             return b""
-        assert self.fd is not None and offset + length <= self.size
-        data = os.pread(self.fd, length, len(self.prefix) + offset)
+        assert self._created and offset + length <= self.size
+        with self._lock:
+            if self.closed:
+                raise OSError(errno.EBADF, f"{self.path} is closed")
+            try:
+                data = os.pread(self._descriptor(), length, len(self.prefix) + offset)
+            finally:
+                self._used()
         if len(data) != length:  # pread of a regular file only stops at its end
             raise OSError(f"{self.path}: {len(data)} of {length} bytes at {offset}")
         return data
@@ -129,8 +212,24 @@ class SpoolFile:
         with self._lock:
             if not self.closed:
                 self.closed = True
-                if self.fd is not None:
-                    os.close(self.fd)
+                self._close_descriptor()
+                if self._descriptors is not None:
+                    self._descriptors.forget(self)
+
+    def _descriptor(self) -> int:
+        """The open descriptor (the lock held), opened again if it was given up."""
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        return self.fd
+
+    def _used(self) -> None:
+        if self._descriptors is not None and self.fd is not None:
+            self._descriptors.used(self)
+
+    def _close_descriptor(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
 
 
 @dataclass
@@ -167,7 +266,8 @@ class GameSpool:
         """A file for one more uploader; the writer creates it with its first bytes."""
         path = self.directory / f"{self._next}{_UPLOAD_SUFFIX}"
         self._next += 1
-        file = SpoolFile(path, name.encode("utf-8", "replace").replace(b"\0", b"") + b"\0")
+        prefix = name.encode("utf-8", "replace").replace(b"\0", b"") + b"\0"
+        file = SpoolFile(path, prefix, self.spool.descriptors)
         self.files.append(file)
         return file
 
@@ -176,7 +276,7 @@ class GameSpool:
         for path in sorted(self.directory.glob(f"*{_UPLOAD_SUFFIX}"), key=lambda p: (len(p.stem), p.stem)):
             if not path.stem.isdigit():
                 continue
-            file = SpoolFile.existing(path)
+            file = SpoolFile.existing(path, self.spool.descriptors)
             self.files.append(file)
             self._next = max(self._next, int(path.stem) + 1)
             uploads.append(RecoveredUpload(int(path.stem), file.name, file))
@@ -222,8 +322,12 @@ class GameSpool:
 
 
 class Spool:
-    def __init__(self, directory: str | os.PathLike[str], submit: Submit = run_now) -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], submit: Submit = run_now, open_files: int | None = None
+    ) -> None:
         self.directory = Path(directory)
+        #: How many upload files may hold a descriptor at once.
+        self.descriptors = Descriptors(open_files)
         self.games = self.directory / "games"
         self.trash = self.directory / "trash"
         self.games.mkdir(parents=True, exist_ok=True)

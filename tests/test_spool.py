@@ -10,7 +10,7 @@ from faf_replay.game import SaveOutcome, State
 from faf_replay.registry import GameRegistry
 from faf_replay.services import SpoolSync
 from faf_replay.settings import Settings
-from faf_replay.spool import Spool, SpoolFile, run_now
+from faf_replay.spool import Descriptors, Spool, SpoolFile, run_now
 from faf_replay.stream import WRITE_AT, RawStore, UploadStream
 from tests.fakes import FakeUploader, FakeWatcher, Saves
 from tests.logs import CapturedLogs
@@ -60,6 +60,47 @@ class Files(SynchronousTestCase):
         with self.assertRaises(OSError):
             file.write(b"lost")
         self.assertEqual(file._written, 4)
+
+    def test_at_most_the_limit_of_files_hold_a_descriptor(self):
+        descriptors = Descriptors(limit=3)
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        before = len(os.listdir("/proc/self/fd"))
+        files = [SpoolFile(directory / f"{n}.upload", b"p\0", descriptors) for n in range(10)]
+        for round_ in range(3):
+            for n, file in enumerate(files):
+                file.write(f"{round_}:{n};".encode())
+                self.assertLessEqual(len(os.listdir("/proc/self/fd")) - before, 3)
+        self.assertEqual(len(descriptors), 3)
+        self.assertGreater(descriptors.evictions, 20)
+        for n, file in enumerate(files):  # given-up descriptors are opened again to read
+            file.size = file._written
+            self.assertEqual(file.read(0, file.size), f"0:{n};1:{n};2:{n};".encode())
+        self.assertLessEqual(len(os.listdir("/proc/self/fd")) - before, 3)
+        for file in files:
+            file.close()
+        self.assertEqual((len(descriptors), len(os.listdir("/proc/self/fd"))), (0, before))
+        self.assertRaises(OSError, files[0].read, 0, 1)
+        again = SpoolFile.existing(files[4].path, descriptors)
+        self.assertEqual((len(descriptors), again.read(0, 4)), (0, b"0:4;"))
+        self.assertEqual(len(descriptors), 1)
+        again.close()
+
+    def test_a_file_busy_in_another_thread_keeps_its_descriptor(self):
+        descriptors = Descriptors(limit=1)
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        busy, other = (SpoolFile(directory / f"{n}.upload", b"", descriptors) for n in (1, 2))
+        busy.write(b"busy")
+        with busy._lock:  # as if the reactor were reading it right now
+            other.write(b"other")  # evicts busy: skipped, not waited for
+            self.assertIsNotNone(busy.fd)
+        self.assertEqual(descriptors.evictions, 0)
+        busy.size = 4
+        self.assertEqual(busy.read(0, 4), b"busy")  # registered again by its next use
+        self.assertEqual((len(descriptors), other.fd, descriptors.evictions), (1, None, 1))
+        busy.close()
+        other.close()
 
     def test_game_folders_are_the_writers_work(self):
         writer = Writer()
