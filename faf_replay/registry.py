@@ -48,6 +48,8 @@ class GameRegistry(Service):
         self._spool = spool
         self._admissions: dict[int, list[Deferred]] = {}
         self.games: dict[int, Game] = {}
+        #: The running games by tick group (``game_id % tick_groups``).
+        self._groups: list[dict[int, Game]] = [{} for _ in range(self.tick_groups)]
         self._ended: dict[int, float] = {}
         self._done_waiters: dict[int, list[Deferred]] = {}
         self._ticker = LoopingCall.withCount(self._tick_groups)
@@ -69,8 +71,7 @@ class GameRegistry(Service):
         game = Game(
             game_id, self.settings, self._clock, self._save, self._game_done, spool=self._game_spool(game_id)
         )
-        self.games[game_id] = game
-        metrics.running_replays.inc()
+        self._add(game)
         log.info("game {game_id}: replay started", game_id=game_id)
         return game, None
 
@@ -108,8 +109,7 @@ class GameRegistry(Service):
             )
             for upload in found.uploads:
                 game.add_recovered(UploadStream.recovered(upload.name, upload.file))
-            self.games[found.game_id] = game
-            metrics.running_replays.inc()
+            self._add(game)
             metrics.recovered_replays.inc()
             log.info(
                 "game {game_id}: recovered from the spool ({uploads} upload(s), {size} bytes); "
@@ -183,9 +183,15 @@ class GameRegistry(Service):
             self._done_waiters.setdefault(game_id, []).append(d)
         return d
 
+    def _add(self, game: Game) -> None:
+        self.games[game.game_id] = game
+        self._groups[game.game_id % self.tick_groups][game.game_id] = game
+        metrics.running_replays.inc()
+
     def _game_done(self, game: Game) -> None:
         if self.games.get(game.game_id) is game:
             del self.games[game.game_id]
+            del self._groups[game.game_id % self.tick_groups][game.game_id]
             metrics.running_replays.dec()
         self._ended[game.game_id] = self._clock.seconds()
         for waiter in self._done_waiters.pop(game.game_id, []):
@@ -205,9 +211,8 @@ class GameRegistry(Service):
 
     def _tick_group(self, group: int) -> None:
         now = self._clock.seconds()
-        for game in list(self.games.values()):
-            if game.game_id % self.tick_groups == group:
-                game.tick(now)
+        for game in list(self._groups[group].values()):
+            game.tick(now)
         if self._spool is not None:
             self._spool.send()  # what the group's uploads brought, to the spool's writer
         if group == 0:
