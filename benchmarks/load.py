@@ -329,15 +329,16 @@ class Sampler:
 
 
 def run_generators(specs: list[dict], sampler: Sampler) -> list[dict]:
+    outputs = [tempfile.TemporaryFile() for _ in specs]  # not pipes: a full pipe would block a generator
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "benchmarks.load", "generator"],
             cwd=ROOT,
             stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
+            stdout=output,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
-        for _ in specs
+        for output in outputs
     ]
     for process, spec in zip(processes, specs, strict=True):
         process.stdin.write(json.dumps(spec).encode())
@@ -345,7 +346,12 @@ def run_generators(specs: list[dict], sampler: Sampler) -> list[dict]:
     while any(p.poll() is None for p in processes):
         sampler.sample()
         time.sleep(1)
-    return [json.loads(p.stdout.read()) for p in processes]
+    results = []
+    for output in outputs:
+        output.seek(0)
+        results.append(json.loads(output.read()))
+        output.close()
+    return results
 
 
 def plan_games(args, first_id: int = 1_000_000) -> list[dict]:
