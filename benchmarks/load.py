@@ -23,6 +23,7 @@ game's last upload to its saved file (median, p99), the longest reactor stall
 from __future__ import annotations
 
 import argparse
+import bisect
 import hashlib
 import json
 import os
@@ -55,11 +56,37 @@ def split(stream: bytes) -> tuple[bytes, bytes]:
     return stream[:offset], stream[offset:]
 
 
-def make_stream(name: str, size: int) -> bytes:
-    """A real recording's header and its body repeated to about ``size`` bytes."""
+def make_stream(name: str, size: int, vary: bool = False) -> bytes:
+    """A real recording's header and its body repeated to about ``size`` bytes.
+
+    With ``vary``, every repetition after the first has about one payload byte
+    in eight replaced (command types, sizes and tick counts kept, so the body
+    still parses): a long game that compresses about as well as a real one (7:1 at level 10)
+    rather than like one recording over and over (900:1).
+    """
     header, body = split((DATA / f"{name}.scfareplay").read_bytes())
     repeats = max(1, -(-(size - len(header)) // len(body)))
-    return header + body * repeats
+    if not vary:
+        return header + body * repeats
+    import random  # noqa: PLC0415
+
+    payload = []  # positions of the body's payload bytes (not a command's type or size, not ticks)
+    position = 0
+    while position + 3 <= len(body):
+        length = int.from_bytes(body[position + 1 : position + 3], "little")
+        if length < 3:
+            break
+        if body[position] != 0:
+            payload.extend(range(position + 3, min(position + length, len(body))))
+        position += length
+    rng = random.Random(size)
+    parts = [body]
+    for _ in range(repeats - 1):
+        copy = bytearray(body)
+        for at in rng.sample(payload, len(payload) // 8):
+            copy[at] = rng.randrange(256)
+        parts.append(bytes(copy))
+    return header + b"".join(parts)
 
 
 def tick_times(stream: bytes, acceleration: float) -> list[tuple[float, int]]:
@@ -131,11 +158,10 @@ def generator(spec: dict) -> dict:
             uploads.append(Upload(game["id"], sock, data, end))
         for delay in game["watchers"]:
             watches.append(Watch(game["id"], _socket(), start + delay))
-    pacing = (
-        None
-        if spec["acceleration"] is None
-        else tick_times(next(iter(streams.values())), spec["acceleration"])
-    )
+    pacing = None
+    if spec["acceleration"] is not None:
+        ticks = tick_times(next(iter(streams.values())), spec["acceleration"])
+        pacing = ([at for at, _ in ticks], [offset for _, offset in ticks])
     usage_before = resource.getrusage(resource.RUSAGE_SELF)
     while time.time() < start:
         time.sleep(0.01)
@@ -221,12 +247,9 @@ def _connect(address) -> socket.socket:
 def _target(upload: Upload, elapsed: float, rate: float | None, pacing) -> int:
     if pacing is None:
         return min(upload.end, int(elapsed * rate))
-    target = 0
-    for at, offset in pacing:  # small lists; the offsets grow with time
-        if at > elapsed:
-            break
-        target = offset
-    return min(upload.end, target if elapsed >= 0 else 0)
+    times, offsets = pacing
+    reached = bisect.bisect_right(times, elapsed)  # Advance ticks due by now
+    return min(upload.end, offsets[reached - 1] if reached else 0)
 
 
 # -- the server -----------------------------------------------------------------------------
@@ -283,7 +306,7 @@ class Server:
 
     def metric(self, name: str) -> float:
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics").read().decode()
-        found = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
+        found = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M)
         return float(found.group(1)) if found else 0.0
 
     def events(self) -> list[dict]:
@@ -559,14 +582,20 @@ def idle(args) -> dict:
     time.sleep(1)
     before, _ = server.memory()
     socks = [socket.create_connection(("127.0.0.1", server.game_port)) for _ in range(args.connections)]
-    time.sleep(2)
+    held = 'replayserver_active_connections_count{category="initial"}'
+    deadline = time.time() + 60
+    while server.metric(held) < args.connections and time.time() < deadline:
+        time.sleep(0.5)  # accepted by the server, not only by the kernel
+    time.sleep(1)
     after, _ = server.memory()
+    accepted = int(server.metric(held))
     for sock in socks:
         sock.close()
     server.stop()
     return {
         "machine_cpus": os.cpu_count(),
         "idle_connections": args.connections,
+        "held_by_server": accepted,
         "rss_before_mib": round(before / 2**20, 1),
         "rss_after_mib": round(after / 2**20, 1),
         "kib_per_idle_connection": round((after - before) / args.connections / 1024, 2),
@@ -574,12 +603,15 @@ def idle(args) -> dict:
 
 
 def watchers(args) -> dict:
-    """One finished-looking game (all visible, uploaders still connected) and a
-    crowd of watchers joining at once."""
+    """A long game (all of it visible, its uploaders still connected), a crowd
+    of watchers joining at once; then the uploaders leave and the game is
+    saved: its save's CPU, time and the reactor's stalls meanwhile."""
     workdir = Path(tempfile.mkdtemp(prefix="faf-replay-bench-"))
-    server = Server(workdir, ["--delay=0", "--sample-interval=0.1"])
-    stream = make_stream(args.recording, args.size)
-    uploaders = [socket.create_connection(("127.0.0.1", server.game_port)) for _ in range(2)]
+    server = Server(
+        workdir, ["--delay=0", "--sample-interval=0.1", "--grace=1", f"--zstd-level={args.zstd_level}"]
+    )
+    stream = make_stream(args.recording, args.size, vary=True)
+    uploaders = [socket.create_connection(("127.0.0.1", server.game_port)) for _ in range(args.uploaders)]
     for n, sock in enumerate(uploaders):
         sock.sendall(f"P/7/u{n}.SCFAreplay\0".encode() + stream)
     time.sleep(3)  # merged and visible
@@ -608,9 +640,31 @@ def watchers(args) -> dict:
     elapsed = time.time() - started
     cpu = server.cpu() - cpu_before
     good = sum(1 for d in digests.values() if d.hexdigest() == hashlib.sha256(stream).hexdigest())
-    for sock in crowd + uploaders:
+    storm_stall = server.metric("replayserver_reactor_lag_max_seconds")
+    for sock in crowd:
         sock.close()
+    # the save: every uploader leaves; the grace period (1 s) ends the game
+    stalls_before = _stalls_over(server, "0.05")
+    cpu_before_save = server.cpu()
+    for sock in uploaders:
+        sock.close()
+    from faf_replay.vault import vault_path  # noqa: PLC0415
+
+    path = vault_path(workdir / "replays", 7)
+    deadline = time.time() + 120
+    while not path.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    save_cpu = server.cpu() - cpu_before_save
+    stalls_during_save = _stalls_over(server, "0.05") - stalls_before
     server.stop()
+    import fafreplay  # noqa: PLC0415
+
+    with path.open("rb") as file:
+        saved_ok = fafreplay.extract_scfa(file) == stream
+    save_seconds = next(
+        (e["elapsed"] for e in server.events() if e.get("game_id") == 7 and "elapsed" in e), None
+    )
     total = sum(received.values())
     return {
         "machine_cpus": os.cpu_count(),
@@ -622,7 +676,21 @@ def watchers(args) -> dict:
         "server_cpu_seconds": round(cpu, 2),
         "rss_before_mib": round(before / 2**20, 1),
         "rss_peak_mib": round(peak / 2**20, 1),
+        "longest_reactor_stall_s": round(storm_stall, 4),
+        "zstd_level": args.zstd_level,
+        "saved_file_bytes": path.stat().st_size,
+        "saved_verified": saved_ok,
+        "save_seconds": round(save_seconds, 3) if save_seconds is not None else None,
+        "save_phase_cpu_seconds": round(save_cpu, 2),
+        "stalls_over_50ms_while_saving": int(stalls_during_save),
     }
+
+
+def _stalls_over(server: Server, bucket: str) -> float:
+    """How many probes found the reactor later than ``bucket`` seconds."""
+    total = server.metric("replayserver_reactor_lag_seconds_count")
+    within = server.metric(f'replayserver_reactor_lag_seconds_bucket{{le="{bucket}"}}')
+    return total - within
 
 
 def table(figures: dict) -> str:
@@ -671,6 +739,8 @@ def main() -> None:
     crowd.add_argument("--watchers", type=int, default=200)
     crowd.add_argument("--size", type=int, default=5_600_000)
     crowd.add_argument("--recording", default="example")
+    crowd.add_argument("--uploaders", type=int, default=8)
+    crowd.add_argument("--zstd-level", type=int, default=10)
     args = parser.parse_args()
     if args.command == "generator":
         print(json.dumps(generator(json.loads(sys.stdin.read()))))
