@@ -6,7 +6,7 @@
     <spool>/games/<game_id>/<n>.upload    uploader n's name, a NUL, then the raw
                                           bytes it sent after P/…\\0
 
-All spool I/O (creating folders and files, appending, syncing, deleting) is
+All spool I/O (creating folders and files, appending, syncing, removing) is
 work for the spool's one writer, a single thread in the server: the reactor
 never waits for the disk, and the writer's jobs run in the order they were
 handed over. Uploads keep their newest bytes in memory until the writer has
@@ -14,6 +14,9 @@ them on disk (``stream.RawStore``). A game's folder is removed once its replay
 is saved; nothing else removes it. After a crash, :meth:`Spool.recover` finds
 the games left behind. :meth:`Spool.sync` makes everything written durable
 (one ``syncfs`` where Linux has it), which bounds what a power loss can take.
+The writer removes a folder by renaming it into ``<spool>/trash``; a thread of
+its own deletes it there (:class:`Emptier`).
+
 Appends are queued (:meth:`Spool.write`) and handed over in batches, one job
 per batch (:meth:`Spool.send`, after every tick of a group of games), so the
 cost of crossing to the thread is paid a few times a second, not per upload.
@@ -30,6 +33,7 @@ import ctypes
 import errno
 import json
 import os
+import queue
 import resource
 import shutil
 import tempfile
@@ -311,7 +315,7 @@ class GameSpool:
             os.rename(self.directory, trash)
         except FileNotFoundError:
             return
-        shutil.rmtree(trash, ignore_errors=True)
+        self.spool.emptier.delete(trash)
 
     def _read_record(self) -> None:
         try:
@@ -319,6 +323,38 @@ class GameSpool:
             self.started_at = float(record.get("started_at", self.started_at))
         except (OSError, ValueError, TypeError, AttributeError):
             pass  # the start time falls back to the folder's age
+
+
+class Emptier:
+    """Deletes folders from the trash in a thread of its own.
+
+    Unlinking can be slow (a filesystem mounted with ``discard`` waits for the
+    device on every file: about 200 files a second seen on a virtual disk), and
+    the spool's writer must go on writing meanwhile. What is still in the trash
+    when the process ends is deleted by the next start.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[Path] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def delete(self, path: Path) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="faf-replay-spool-trash", daemon=True)
+            self._thread.start()
+        self._queue.put(path)
+
+    def wait(self) -> None:
+        """Until everything handed over is deleted (tests, tools)."""
+        self._queue.join()
+
+    def _run(self) -> None:
+        while True:
+            path = self._queue.get()
+            try:
+                shutil.rmtree(path, ignore_errors=True)
+            finally:
+                self._queue.task_done()
 
 
 class Spool:
@@ -331,8 +367,10 @@ class Spool:
         self.games = self.directory / "games"
         self.trash = self.directory / "trash"
         self.games.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self.trash, ignore_errors=True)  # what a previous run was deleting
         self.trash.mkdir(exist_ok=True)
+        self.emptier = Emptier()
+        for left in self.trash.iterdir():  # what a previous run was deleting
+            self.emptier.delete(left)
         self._submit = submit
         self._batch: list[tuple[SpoolFile, bytes, Done]] = []
         #: Called with an exception when a job of the writer failed (for the log).

@@ -131,6 +131,7 @@ class Files(SynchronousTestCase):
         writer.run()
         self.assertEqual(written, [1, 2, 1, 1])
         self.assertFalse(game.directory.exists())
+        spool.emptier.wait()
         self.assertEqual(os.listdir(spool.trash), [])
         self.assertTrue(first.closed)
 
@@ -170,7 +171,8 @@ class Files(SynchronousTestCase):
         directory = self.mktemp()
         spool = Spool(directory)
         (spool.trash / "5.abc").mkdir()
-        Spool(directory)
+        (spool.trash / "5.abc" / "1.upload").write_bytes(b"x")
+        Spool(directory).emptier.wait()
         self.assertEqual(os.listdir(spool.trash), [])
 
 
