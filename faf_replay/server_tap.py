@@ -41,6 +41,7 @@ from faf_replay.services import (
     SpoolSync,
     SpoolWriter,
     WorkerPool,
+    freeze_startup_objects,
     raise_open_file_limit,
 )
 from faf_replay.settings import Settings
@@ -62,6 +63,7 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
         from twisted.internet import reactor  # noqa: PLC0415 - twistd installs it first
 
         raise_open_file_limit()
+        reactor.callWhenRunning(freeze_startup_objects)
     settings: Settings = options.settings
     if settings.sentry_dsn:
         error_reporting.start(settings.sentry_dsn)

@@ -81,6 +81,7 @@ class TwistdProcess(TestCase):
             with path.open("rb") as file:
                 self.assertEqual(fafreplay.extract_scfa(file), recording(name))
         self.assertIn(b"shutting down: ending 3 running replay(s)", twistd.output)
+        self.assertRegex(twistd.output, rb"garbage collector: [1-9][0-9]{3,} startup objects frozen")
 
     @inlineCallbacks
     def test_default_vault_is_replays_in_the_working_directory(self):
