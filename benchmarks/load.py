@@ -455,6 +455,53 @@ def _py_spy() -> str:
     return str(beside) if beside.exists() else shutil.which("py-spy") or "py-spy"
 
 
+class Rows:
+    """FAF's tables in a fresh database of the test suite's private MariaDB,
+    with a game row (4 players, featured mod, map) for every game of the run."""
+
+    def __init__(self, games: list[dict]) -> None:
+        import MySQLdb  # noqa: PLC0415
+
+        from tests import mariadb  # noqa: PLC0415
+
+        server = mariadb.server()
+        self.name = mariadb.fresh_database()
+        self.url = f"mysql://{mariadb.USER}@127.0.0.1:{server.port}/{self.name}"
+        self.password = mariadb.PASSWORD
+        self.connection = MySQLdb.connect(
+            unix_socket=server.socket, user="root", db=self.name, charset="utf8mb4", autocommit=True
+        )
+        with self.connection.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO login (id, login) VALUES (%s, %s)", [(n, f"u{n}") for n in range(1, 9)]
+            )
+            cursor.execute("INSERT INTO game_featuredMods (id, gamemod) VALUES (0, 'faf')")
+            cursor.execute("INSERT INTO map_version (id, folder_name) VALUES (1, 'scmp_009.v0003')")
+            cursor.execute(
+                "INSERT INTO updates_faf (id, filename, path) VALUES (1, 'ForgedAlliance.exe', 'bin')"
+            )
+            cursor.execute(
+                "INSERT INTO updates_faf_files (fileId, version, name, md5) VALUES (1, 3800, 'f', 'x')"
+            )
+            cursor.executemany(
+                "INSERT INTO game_stats (id, startTime, gameType, gameMod, host, mapId, gameName)"
+                " VALUES (%s, NOW(), 'DEMORALIZATION', 0, 1, 1, %s)",
+                [(game["id"], f"bench {game['id']}") for game in games],
+            )
+            cursor.executemany(
+                "INSERT INTO game_player_stats (gameId, playerId, AI, team) VALUES (%s, %s, 0, %s)",
+                [(game["id"], player, 2 + player % 2) for game in games for player in range(1, 5)],
+            )
+
+    def recorded(self) -> int:
+        """Games whose row says their replay is available, with a tick count."""
+        with self.connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT COUNT(*) FROM game_stats WHERE replay_available = 1 AND replay_ticks IS NOT NULL"
+            )
+            return int(cursor.fetchone()[0])
+
+
 def capacity(args) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="faf-replay-bench-"))
     options = [
@@ -463,6 +510,12 @@ def capacity(args) -> dict:
         f"--zstd-level={args.zstd_level}",
         *args.server,
     ]
+    games = plan_games(args)
+    rows = None
+    if args.mariadb:
+        rows = Rows(games)
+        os.environ["FAF_REPLAY_DB_PASSWORD"] = rows.password
+        options.append(f"--db={rows.url}")
     server = Server(workdir, options)
     sampler = Sampler(server)
     profiler = None
@@ -484,7 +537,6 @@ def capacity(args) -> dict:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-    games = plan_games(args)
     sampler.mark("start")
     baseline, _ = server.memory()
     start_at = time.time() + args.ramp
@@ -507,6 +559,11 @@ def capacity(args) -> dict:
     sampler.marks["uploads ended"] = last_upload
     sampler.sample()
     outcome = verify(server, games, results, timeout=args.grace + 60)
+    if rows is not None:
+        deadline = time.time() + 60
+        while rows.recorded() < outcome["saved"] and time.time() < deadline:
+            time.sleep(0.5)
+        outcome["database_rows_updated"] = rows.recorded()
     sampler.mark("saved")
     stall = server.metric("replayserver_reactor_lag_max_seconds")
     _, peak = server.memory()
@@ -725,6 +782,9 @@ def main() -> None:
     shared.add_argument("--plot", default=None, help="write CPU and memory over time to a PNG (matplotlib)")
     shared.add_argument(
         "--profile", default=None, help="record the server with py-spy (collapsed stacks) to this file"
+    )
+    shared.add_argument(
+        "--mariadb", action="store_true", help="save through the test suite's private MariaDB, a row per game"
     )
     shared.add_argument("server", nargs="*", help="more server options, after --")
     commands.add_parser("capacity", parents=[shared], help="many games streaming at once")
