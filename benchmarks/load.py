@@ -1,9 +1,12 @@
 """The load benchmark: real games against a real ``twistd faf-replay``.
 
-    .venv/bin/python -m benchmarks.load capacity --games 2400 --uploaders 4 --watchers 2 --rate 5000
-    .venv/bin/python -m benchmarks.load cost --games 400 --size 300000
+    .venv/bin/python -m benchmarks.load cost [--mariadb]    # 400 games x (4 up + 2 watch) of 300 KB at 5 KB/s
+    .venv/bin/python -m benchmarks.load capacity --games 2400 --ramp 30 [--plot out.png]
+    .venv/bin/python -m benchmarks.load capacity --games 1450 --uploaders 8 --acceleration 1 --ramp 45
     .venv/bin/python -m benchmarks.load idle --connections 10000
-    .venv/bin/python -m benchmarks.load watchers --watchers 200 --size 5600000
+    .venv/bin/python -m benchmarks.load watchers [--watchers 200 --size 5600000 --zstd-level 19]
+
+docs/benchmarks.md has the figures measured with these commands, and the machine.
 
 Starts the server (this checkout) as a subprocess on free ports, and drives it
 over real TCP from several load-generator processes, each a plain
@@ -348,6 +351,16 @@ class Sampler:
         return inside[-1][1] - inside[0][1] if len(inside) >= 2 else 0.0
 
 
+_WORKDIRS: list[Path] = []
+
+
+def _workdir() -> Path:
+    """A scratch directory for one server (vault, spool, log), removed at the end unless --keep."""
+    path = Path(tempfile.mkdtemp(prefix="faf-replay-bench-"))
+    _WORKDIRS.append(path)
+    return path
+
+
 # -- runs -----------------------------------------------------------------------------------
 
 
@@ -503,7 +516,7 @@ class Rows:
 
 
 def capacity(args) -> dict:
-    workdir = Path(tempfile.mkdtemp(prefix="faf-replay-bench-"))
+    workdir = _workdir()
     options = [
         f"--delay={args.delay}",
         f"--grace={args.grace}",
@@ -632,7 +645,7 @@ def plot(sampler: Sampler, path: str) -> None:
 
 
 def idle(args) -> dict:
-    workdir = Path(tempfile.mkdtemp(prefix="faf-replay-bench-"))
+    workdir = _workdir()
     server = Server(workdir, [])
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -663,7 +676,7 @@ def watchers(args) -> dict:
     """A long game (all of it visible, its uploaders still connected), a crowd
     of watchers joining at once; then the uploaders leave and the game is
     saved: its save's CPU, time and the reactor's stalls meanwhile."""
-    workdir = Path(tempfile.mkdtemp(prefix="faf-replay-bench-"))
+    workdir = _workdir()
     server = Server(
         workdir, ["--delay=0", "--sample-interval=0.1", "--grace=1", f"--zstd-level={args.zstd_level}"]
     )
@@ -761,6 +774,7 @@ def table(figures: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="faf-replay load benchmark")
+    parser.add_argument("--keep", action="store_true", help="keep the servers' vault, spool and log")
     commands = parser.add_subparsers(dest="command", required=True)
     shared = argparse.ArgumentParser(add_help=False)
     shared.add_argument("--games", type=int, default=100)
@@ -807,6 +821,11 @@ def main() -> None:
         return
     figures = {"capacity": capacity, "cost": capacity, "idle": idle, "watchers": watchers}[args.command](args)
     print(table(figures))
+    if args.keep:
+        print("kept: " + " ".join(str(path) for path in _WORKDIRS))
+    else:
+        for path in _WORKDIRS:
+            shutil.rmtree(path, ignore_errors=True)
     print(json.dumps(figures))
 
 
