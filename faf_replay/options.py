@@ -49,6 +49,7 @@ HELP = {
     "max_connections": "open connections in all",
     "spool": "where uploads are kept until their replay is saved [default: spool beside the vault]",
     "spool_sync": "seconds between writes and fsyncs of the spool",
+    "spool_open_files": "spooled uploads with an open file at once (0: a quarter of the open-file limit)",
     "db": "FAF's database, mysql://USER@HOST:PORT/NAME (password from $FAF_REPLAY_DB_PASSWORD)",
     "db_password_file": "a file holding the database password",
     "db_timeout": "seconds a save waits for the database before saving with the replay's own facts",

@@ -69,7 +69,7 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
         error_reporting.start(settings.sentry_dsn)
     spool_writer = SpoolWriter(reactor)
     try:
-        spool = Spool(settings.spool_directory, spool_writer.submit)
+        spool = Spool(settings.spool_directory, spool_writer.submit, settings.spool_open_files or None)
     except OSError as error:
         raise SystemExit(
             f"cannot use the spool directory {settings.spool_directory}: {error.strerror}"

@@ -72,6 +72,9 @@ class Settings:
     spool: str | None = None
     #: Seconds between writes and fsyncs of the spool (what a crash can take).
     spool_sync: float = 5.0
+    #: Spooled uploads holding an open file at once (the least recently used
+    #: give theirs up); 0: a quarter of the open-file limit.
+    spool_open_files: int = 0
     #: FAF's database as ``mysql://USER@HOST:PORT/NAME``; none: run standalone.
     db: str | None = None
     #: A file holding the database password (else ``FAF_REPLAY_DB_PASSWORD``).
@@ -122,6 +125,8 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.spool_open_files < 0:
+            raise SettingsError(f"spool_open_files must be 0 or more, not {self.spool_open_files}")
         if not 1 <= self.zstd_level <= 22:
             raise SettingsError(f"zstd_level must be between 1 and 22, not {self.zstd_level}")
         if not self.port:

@@ -108,6 +108,28 @@ class EndToEnd(OverTCP, TestCase):
         self.assertEqual(scfa, recording("8805603"))
 
     @inlineCallbacks
+    def test_more_uploads_than_open_spool_files(self):
+        """With two open files allowed, six spooled uploads take turns and lose nothing."""
+        service, port = yield self.start(**{"spool-open-files": "2", "spool-sync": "0.05"})
+        games = {41: "example", 42: "22373098", 43: "8805603"}
+        uploaders = [
+            Uploader(game_id, f"p{n}.SCFAreplay", recording(name), [700] * 200, pause=0.005)
+            for game_id, name in games.items()
+            for n in range(2)
+        ]
+        for uploader in uploaders:
+            yield self.connect(port, uploader)
+        for uploader in uploaders:
+            yield uploader.done
+        for game_id, name in games.items():
+            yield service.registry.when_done(game_id)
+            _, scfa = read_saved(service.registry.settings.vault, game_id)
+            self.assertEqual(scfa, recording(name))
+        descriptors = service.registry._spool.descriptors
+        self.assertEqual(descriptors.limit, 2)
+        self.assertGreater(descriptors.evictions, 0)
+
+    @inlineCallbacks
     def test_garbage_beside_a_game(self):
         """Bad connections are closed; the honest game is saved intact."""
         logs = CapturedLogs(self)
