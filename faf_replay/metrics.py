@@ -17,6 +17,10 @@ served_connections = Counter(
 )
 running_replays = Gauge("replayserver_running_replays_count", "Count of currently running replays.")
 finished_replays = Counter("replayserver_finished_replays", "Number of replays ran to completion.")
+tick_errors = Counter(
+    "replayserver_tick_errors",
+    "Game ticks that raised (an unreadable spool file, a bug); the game is tried again next tick.",
+)
 saved_replays = Counter("replayserver_saved_replay_files", "Total replays successfully saved to disk.")
 
 rejected_connections = Counter(

@@ -212,7 +212,13 @@ class GameRegistry(Service):
     def _tick_group(self, group: int) -> None:
         now = self._clock.seconds()
         for game in list(self._groups[group].values()):
-            game.tick(now)
+            try:
+                game.tick(now)
+            except Exception:
+                # One game's trouble (say a spool file that cannot be read back
+                # right now) must not stop the timer every game ticks on.
+                metrics.tick_errors.inc()
+                log.failure("game {game_id}: its tick failed", game_id=game.game_id)
         if self._spool is not None:
             self._spool.send()  # what the group's uploads brought, to the spool's writer
         if group == 0:

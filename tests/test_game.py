@@ -6,6 +6,7 @@ from faf_replay.registry import GameRegistry
 from faf_replay.settings import Settings
 from tests.fakes import FakeUploader, FakeWatcher, Saves
 from tests.logs import CapturedLogs
+from tests.metrics import metric
 from tests.recordings import chunks, recording, split
 
 SETTINGS = Settings(delay=300, sample_interval=1, grace=30, forced_end=18000, stall_timeout=60, quorum=2)
@@ -380,6 +381,28 @@ class Registry(SynchronousTestCase):
         self.clock.advance(SETTINGS.sample_interval)
         self.assertEqual([g.visible for g in games], [len(body)] * 3)
         self.assertEqual(len(self.clock.getDelayedCalls()), 1 + 3 * 2)  # ticker + grace and forced end each
+
+    def test_a_failing_game_does_not_stop_the_others(self):
+        header, body = split(recording("example"))
+        broken, healthy = (self.registry.game_for_upload(i)[0] for i in (1, 2))
+        for game in (broken, healthy):
+            uploader = FakeUploader(game)
+            game.add_uploader(uploader)
+            uploader.send(header + body)
+            uploader.leave()
+
+        def unreadable(now):
+            raise OSError(24, "Too many open files")
+
+        broken.tick = unreadable
+        logs = CapturedLogs(self)
+        before = metric("replayserver_tick_errors_total")
+        for _ in range(3):
+            self.clock.advance(SETTINGS.sample_interval)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 3)
+        self.assertEqual(healthy.visible, len(body))
+        self.assertEqual(metric("replayserver_tick_errors_total") - before, 3)
+        self.assertEqual(len(logs.matching("game 1: its tick failed")), 3)
 
     def test_saved_game_refuses_late_uploaders(self):
         game, _ = self.registry.game_for_upload(5)
