@@ -7,6 +7,15 @@ send a byte. Pure bookkeeping, no Twisted.
 
 from __future__ import annotations
 
+#: Descriptors kept for everything but connections and spool files: listening
+#: sockets, the log, vault files being written, database connections, pipes.
+RESERVED_FILES = 100
+
+
+def connections_that_fit(open_files: int, spool_files: int) -> int:
+    """How many connections the open-file limit leaves room for."""
+    return max(1, open_files - spool_files - RESERVED_FILES)
+
 
 class ConnectionLimits:
     __slots__ = ("_by_address", "open", "per_address", "total")

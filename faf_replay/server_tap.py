@@ -19,6 +19,7 @@ worker threads.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any
 
@@ -29,6 +30,7 @@ from twisted.logger import Logger, jsonFileLogObserver
 from faf_replay import error_reporting, metrics
 from faf_replay.bookkeeping import Bookkeeper
 from faf_replay.database import Database, DatabaseMonitor
+from faf_replay.limits import connections_that_fit
 from faf_replay.options import Options
 from faf_replay.outbox import Outbox
 from faf_replay.protocol import ReplayFactory
@@ -45,7 +47,7 @@ from faf_replay.services import (
     raise_open_file_limit,
 )
 from faf_replay.settings import Settings
-from faf_replay.spool import Spool
+from faf_replay.spool import Spool, default_open_files
 from faf_replay.web import web_site
 from faf_replay.websocket import WebSocketReplayFactory
 
@@ -59,12 +61,12 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
     reactor, the open-file limit raised, and twistd's signal handling made to
     exit 0 after a clean stop."""
     under_twistd = reactor is None
+    settings: Settings = options.settings
     if reactor is None:
         from twisted.internet import reactor  # noqa: PLC0415 - twistd installs it first
 
-        raise_open_file_limit()
+        settings = _fit_open_files(settings, raise_open_file_limit())
         reactor.callWhenRunning(freeze_startup_objects)
-    settings: Settings = options.settings
     if settings.sentry_dsn:
         error_reporting.start(settings.sentry_dsn)
     spool_writer = SpoolWriter(reactor)
@@ -124,3 +126,21 @@ def _spool_error(error: Exception) -> None:
 def _json_lines() -> Any:
     """twisted.logger's JSON events, one per line (no RFC 7464 separators)."""
     return jsonFileLogObserver(sys.stdout, recordSeparator="")
+
+
+def _fit_open_files(settings: Settings, open_files: int) -> Settings:
+    """Lower ``max_connections`` to what the open-file limit holds beside the
+    spool's files: past it, accepting fails and spool files cannot reopen."""
+    spool_files = settings.spool_open_files or default_open_files()
+    room = connections_that_fit(open_files, spool_files)
+    if settings.max_connections <= room:
+        return settings
+    log.warn(
+        "max_connections lowered from {asked} to {room}: the open-file limit is {limit}, "
+        "spool files may take {spool} (raise the hard limit for more)",
+        asked=settings.max_connections,
+        room=room,
+        limit=open_files,
+        spool=spool_files,
+    )
+    return dataclasses.replace(settings, max_connections=room)

@@ -166,17 +166,18 @@ def freeze_startup_objects() -> None:
     log.info("garbage collector: {count} startup objects frozen", count=gc.get_freeze_count())
 
 
-def raise_open_file_limit() -> None:
+def raise_open_file_limit() -> int:
     """Every connection and every spooled upload is a file descriptor: allow as
-    many as the hard limit lets us."""
+    many as the hard limit lets us. Returns the limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != soft:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (ValueError, OSError) as error:
             log.warn("cannot raise the open-file limit from {soft}: {why}", soft=soft, why=str(error))
-            return
+            return soft
     log.info("open-file limit: {limit}", limit=hard)
+    return hard
 
 
 def listening(listener: IService) -> Deferred:

@@ -3,7 +3,10 @@
 from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.limits import ConnectionLimits
+from faf_replay.limits import RESERVED_FILES, ConnectionLimits, connections_that_fit
+from faf_replay.server_tap import _fit_open_files
+from faf_replay.settings import Settings
+from tests.logs import CapturedLogs
 from tests.metrics import metric
 from tests.recordings import recording, split
 from tests.test_protocol import SETTINGS, ProtocolTestCase
@@ -23,6 +26,18 @@ class Counting(SynchronousTestCase):
         for address in ("a", "b", "c"):
             limits.release(address)
         self.assertEqual((limits.open, limits.from_address("a")), (0, 0))
+
+    def test_connections_fit_beside_the_spool_files(self):
+        self.assertEqual(connections_that_fit(20_000, 5_000), 20_000 - 5_000 - RESERVED_FILES)
+        self.assertEqual(connections_that_fit(50, 40), 1)
+
+    def test_max_connections_is_lowered_to_what_the_open_file_limit_holds(self):
+        logs = CapturedLogs(self)
+        fitted = _fit_open_files(Settings(max_connections=30_000, spool_open_files=2_000), 20_000)
+        self.assertEqual(fitted.max_connections, 20_000 - 2_000 - RESERVED_FILES)
+        self.assertEqual(len(logs.matching("max_connections lowered from 30000 to 17900")), 1)
+        roomy = Settings(max_connections=1_000, spool_open_files=2_000)
+        self.assertIs(_fit_open_files(roomy, 20_000), roomy)
 
 
 class Connections(ProtocolTestCase):
