@@ -17,6 +17,25 @@ def connections_that_fit(open_files: int, spool_files: int) -> int:
     return max(1, open_files - spool_files - RESERVED_FILES)
 
 
+class Place:
+    """One admitted connection's place: calling it gives the place back, once.
+
+    (A small object rather than a closure: the garbage collector visits every
+    object a connection keeps, and a closure is four of them.)
+    """
+
+    __slots__ = ("_host", "_limits")
+
+    def __init__(self, limits: ConnectionLimits, host: str) -> None:
+        self._limits: ConnectionLimits | None = limits
+        self._host = host
+
+    def __call__(self) -> None:
+        limits, self._limits = self._limits, None
+        if limits is not None:
+            limits.release(self._host)
+
+
 class ConnectionLimits:
     __slots__ = ("_by_address", "open", "per_address", "total")
 

@@ -26,7 +26,7 @@ from faf_replay.connection_header import (
     Kind,
 )
 from faf_replay.download import DownloadProtocol
-from faf_replay.limits import ConnectionLimits
+from faf_replay.limits import ConnectionLimits, Place
 from faf_replay.registry import GameRegistry
 from faf_replay.upload import UploadProtocol
 
@@ -207,15 +207,7 @@ class ReplayFactory(Factory):
         if reason is not None:
             self._refuse(reason, addr)
             return None  # closed at once, before a byte is read
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self.limits.release(host)
-
-        return ReplayProtocol(self.registry, self.clock, release)
+        return ReplayProtocol(self.registry, self.clock, Place(self.limits, host))
 
     def _refuse(self, reason: str, addr: IAddress) -> None:
         metrics.rejected_connections.labels(reason).inc()

@@ -3,7 +3,7 @@
 from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.limits import RESERVED_FILES, ConnectionLimits, connections_that_fit
+from faf_replay.limits import RESERVED_FILES, ConnectionLimits, Place, connections_that_fit
 from faf_replay.server_tap import _fit_open_files
 from faf_replay.settings import Settings
 from tests.logs import CapturedLogs
@@ -26,6 +26,15 @@ class Counting(SynchronousTestCase):
         for address in ("a", "b", "c"):
             limits.release(address)
         self.assertEqual((limits.open, limits.from_address("a")), (0, 0))
+
+    def test_a_place_is_given_back_once(self):
+        limits = ConnectionLimits(per_address=2, total=2)
+        self.assertIsNone(limits.admit("a"))
+        place = Place(limits, "a")
+        self.assertIsNone(limits.admit("a"))
+        place()
+        place()  # a second call frees nothing more
+        self.assertEqual((limits.open, limits.from_address("a")), (1, 1))
 
     def test_connections_fit_beside_the_spool_files(self):
         self.assertEqual(connections_that_fit(20_000, 5_000), 20_000 - 5_000 - RESERVED_FILES)
