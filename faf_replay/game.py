@@ -73,7 +73,7 @@ class Watcher(Protocol):
 
 
 class Body(Protocol):
-    """Bytes-like: a bytearray, or a :class:`~faf_replay.stream.SpooledBody`."""
+    """Bytes-like: ``bytes``, or a :class:`~faf_replay.stream.BodyView` of a spooled upload."""
 
     def __len__(self) -> int: ...
     def __getitem__(self, key: slice) -> bytes | bytearray: ...
@@ -94,10 +94,14 @@ class FinishedReplay:
     #: Brought back from the spool after a restart.
     recovered: bool = False
 
+    @property
+    def length(self) -> int:
+        """Bytes of the merged body."""
+        return len(self.body) if self.body_length is None else self.body_length
+
     def body_bytes(self) -> bytes:
         """The merged body; may read the spool, so call it off the reactor thread."""
-        length = len(self.body) if self.body_length is None else self.body_length
-        return bytes(self.body[0:length])
+        return bytes(self.body[0 : self.length])
 
 
 @dataclass(frozen=True)

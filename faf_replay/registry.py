@@ -1,13 +1,12 @@
 """The registry: every running game by id, shared by all connections.
 
 Uploaders and watchers find their game here (``upload``/``watch``). The
-registry drives time for all games with one timer (games tick in groups spread over the
-sample interval), and it
-remembers recently saved game ids so that a late uploader cannot start a second,
-shorter replay of a game that is already in the vault. With
-``--require-known-game`` it asks the database before a new game starts
-(``admit_upload``). On shutdown it ends every game and waits until each is
-saved.
+registry drives time for all games with one timer (games tick in groups spread
+over the sample interval), and it remembers recently saved game ids so that a
+late uploader cannot start a second, shorter replay of a game that is already
+in the vault. With ``--require-known-game`` it asks the database before a new
+game starts (``admit_upload``). On shutdown it ends every game and waits until
+each is saved.
 """
 
 from __future__ import annotations

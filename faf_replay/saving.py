@@ -183,7 +183,7 @@ class Saver:
             game_id=replay.game_id,
             path=str(saved.path),
             size=saved.size,
-            body=replay.body_length if replay.body_length is not None else len(replay.body),
+            body=replay.length,
             elapsed=elapsed,
         )
         if written.entry is not None and self._bookkeeper is not None:

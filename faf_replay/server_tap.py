@@ -65,13 +65,16 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
     if reactor is None:
         from twisted.internet import reactor  # noqa: PLC0415 - twistd installs it first
 
-        settings = _fit_open_files(settings, raise_open_file_limit())
+        open_files = raise_open_file_limit()
+    spool_files = settings.spool_open_files or default_open_files()
+    if under_twistd:
+        settings = _fit_open_files(settings, open_files, spool_files)
         reactor.callWhenRunning(freeze_startup_objects)
     if settings.sentry_dsn:
         error_reporting.start(settings.sentry_dsn)
     spool_writer = SpoolWriter(reactor)
     try:
-        spool = Spool(settings.spool_directory, spool_writer.submit, settings.spool_open_files or None)
+        spool = Spool(settings.spool_directory, spool_writer.submit, spool_files)
     except OSError as error:
         raise SystemExit(
             f"cannot use the spool directory {settings.spool_directory}: {error.strerror}"
@@ -104,9 +107,7 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
         spool_sync=SpoolSync(spool, reactor, settings.spool_sync),
         spool_writer=spool_writer,
         bookkeeper=bookkeeper,
-        log_observer=jsonFileLogObserver(sys.stdout, recordSeparator="")
-        if settings.log_format == "json"
-        else None,
+        log_observer=_json_lines() if settings.log_format == "json" else None,
     )
     if settings.http_port is not None:
         site = web_site(service, reactor)
@@ -128,10 +129,9 @@ def _json_lines() -> Any:
     return jsonFileLogObserver(sys.stdout, recordSeparator="")
 
 
-def _fit_open_files(settings: Settings, open_files: int) -> Settings:
+def _fit_open_files(settings: Settings, open_files: int, spool_files: int) -> Settings:
     """Lower ``max_connections`` to what the open-file limit holds beside the
     spool's files: past it, accepting fails and spool files cannot reopen."""
-    spool_files = settings.spool_open_files or default_open_files()
     room = connections_that_fit(open_files, spool_files)
     if settings.max_connections <= room:
         return settings

@@ -106,7 +106,8 @@ class Descriptors:
                     self.evictions += 1
                 finally:
                     victim._lock.release()
-            # else: in use right now; its user registers it again when done
+            # else: in use right now; it keeps its descriptor and registers
+            # again when next used
 
     def forget(self, file: SpoolFile) -> None:
         with self._lock:

@@ -1,9 +1,10 @@
 """One uploader's copy of the replay, as it arrives.
 
 Everything an uploader sends after ``P/…\\0`` goes into its :class:`RawStore`:
-newest bytes in memory, handed once a tick to the spool's writer and dropped
-from memory once they are on disk, so that memory does not grow with the game
-and the reactor never waits for the disk. :class:`UploadStream` finds the end
+newest bytes in memory, handed to the spool's writer every ``--spool-sync``
+seconds (sooner when many wait) and dropped from memory once they are on
+disk, so that memory does not grow with the game and the reactor never waits
+for the disk. :class:`UploadStream` finds the end
 of the replay header in those bytes (with
 :class:`~faf_replay.replay_header.ReplayHeaderScanner`) and offers the body as
 a bytes-like view the merge reads. Without a spool file (or once the disk

@@ -42,11 +42,11 @@ class Counting(SynchronousTestCase):
 
     def test_max_connections_is_lowered_to_what_the_open_file_limit_holds(self):
         logs = CapturedLogs(self)
-        fitted = _fit_open_files(Settings(max_connections=30_000, spool_open_files=2_000), 20_000)
+        fitted = _fit_open_files(Settings(max_connections=30_000), 20_000, 2_000)
         self.assertEqual(fitted.max_connections, 20_000 - 2_000 - RESERVED_FILES)
         self.assertEqual(len(logs.matching("max_connections lowered from 30000 to 17900")), 1)
-        roomy = Settings(max_connections=1_000, spool_open_files=2_000)
-        self.assertIs(_fit_open_files(roomy, 20_000), roomy)
+        roomy = Settings(max_connections=1_000)
+        self.assertIs(_fit_open_files(roomy, 20_000, 2_000), roomy)
 
 
 class Connections(ProtocolTestCase):
