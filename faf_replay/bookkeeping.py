@@ -93,7 +93,7 @@ class Bookkeeper(Service):
                 record = yield self._database.read_game(entry.game_id)
                 completed = yield self._complete_file(entry, record)
             rows = yield self._database.mark_saved(entry.game_id, entry.ticks)
-            self.outbox.remove(entry.game_id)
+            yield deferToThreadPool(self._reactor, self._pool, self.outbox.remove, entry.game_id)  # type: ignore[arg-type]
             metrics.outbox_entries.set(len(self.outbox))
             if entry.needs_metadata or rows == 0:
                 log.info(

@@ -38,18 +38,29 @@ class FileChanged(Exception):
 
 
 class Outbox:
+    """The entries in one folder; this process is the only one changing it.
+
+    Their number is kept in memory (it goes into a metric at every save); the
+    folder is read at the start and by :meth:`entries`.
+    """
+
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._names = {path.name for path in self.directory.glob("*.json")}
 
     def add(self, entry: Entry) -> None:
-        durable.replace(self._path(entry.game_id), json.dumps(asdict(entry)).encode(), f".{entry.game_id}.")
+        path = self._path(entry.game_id)
+        durable.replace(path, json.dumps(asdict(entry)).encode(), f".{entry.game_id}.")
+        self._names.add(path.name)
 
     def remove(self, game_id: int) -> None:
+        path = self._path(game_id)
         try:
-            os.unlink(self._path(game_id))
+            os.unlink(path)
         except FileNotFoundError:
             pass
+        self._names.discard(path.name)
 
     def entries(self) -> list[Entry]:
         """Every entry, oldest game first; unreadable ones are skipped (and kept)."""
@@ -63,7 +74,7 @@ class Outbox:
         return sorted(found, key=lambda e: e.ended_at)
 
     def __len__(self) -> int:
-        return sum(1 for _ in self.directory.glob("*.json"))
+        return len(self._names)
 
     def _path(self, game_id: int) -> Path:
         return self.directory / f"{game_id}.json"

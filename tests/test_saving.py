@@ -4,10 +4,11 @@ import fafreplay
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.python.threadpool import ThreadPool
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from faf_replay import saving
 from faf_replay.game import FinishedReplay, SaveOutcome
+from faf_replay.outbox import Entry, Outbox
 from faf_replay.saving import Saver
 from faf_replay.settings import Settings
 from faf_replay.vault import vault_path
@@ -78,3 +79,19 @@ class SaverTests(TestCase):
         outcome = yield self.saver.save(self.replay())
         self.assertIs(outcome, SaveOutcome.FAILED)
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+
+class OutboxCount(SynchronousTestCase):
+    def test_the_count_follows_the_entries_without_rereading_the_folder(self):
+        outbox = Outbox(self.mktemp())
+        entries = [Entry(n, f"/vault/{n}.fafreplay", 100, 1928, False, 1.0, 2.0 + n) for n in (7, 8)]
+        for entry in entries:
+            outbox.add(entry)
+        outbox.add(entries[0])  # replaced, still one entry
+        self.assertEqual(len(outbox), 2)
+        self.assertEqual(len(Outbox(outbox.directory)), 2)  # a new start counts what is there
+        outbox.remove(7)
+        outbox.remove(7)
+        self.assertEqual(len(outbox), 1)
+        self.assertEqual(outbox.entries(), [entries[1]])
+        self.assertEqual(sorted(os.listdir(outbox.directory)), ["8.json"])
