@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,14 +25,13 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 
+from benchmarks.load import Server
 from tests.recordings import recording, split
 
-ROOT = Path(__file__).resolve().parent.parent
 
-
-def rss_kib(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))
+def rss_kib(server: Server) -> int:
+    rss, _ = server.memory()
+    return rss // 1024
 
 
 class Upload(Protocol):
@@ -51,7 +48,7 @@ def stream_for(minutes: float) -> tuple[bytes, int]:
 
 
 @defer.inlineCallbacks
-def run(args, port: int, pid: int, workdir: Path):
+def run(args, port: int, server: Server, workdir: Path):
     data, first = stream_for(args.minutes)
     uploads = []
     for game in range(args.games):
@@ -60,7 +57,7 @@ def run(args, port: int, pid: int, workdir: Path):
             protocol.transport.write(f"P/{900000 + game}/u{who}.SCFAreplay\0".encode() + data[:first])
             uploads.append(protocol)
     yield deferLater(reactor, 3, lambda: None)  # let the server take it all in
-    before = rss_kib(pid)
+    before = rss_kib(server)
     started = time.monotonic()
     step = 64 * 1024
     for offset in range(first, len(data), step):
@@ -72,7 +69,7 @@ def run(args, port: int, pid: int, workdir: Path):
     while (spooled := _spooled(workdir)) < expected and time.monotonic() < deadline:
         yield deferLater(reactor, 0.5, lambda: None)  # until the server has every byte
     yield deferLater(reactor, 2, lambda: None)  # and a few ticks of merging
-    after = rss_kib(pid)
+    after = rss_kib(server)
     per_stream = len(data)
     print(
         f"{args.games} live games x {args.uploaders} uploaders, {args.minutes:g} min of real data each "
@@ -98,34 +95,19 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=40)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="faf-replay-memory-"))
-    log = (workdir / "server.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
-         "faf-replay", "--port=tcp:0:interface=127.0.0.1:backlog=1024", "--delay=300", "--grace=5",
-         "--max-connections-per-address=100000"],  # every upload comes from 127.0.0.1
-        cwd=workdir, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    server = Server(workdir, ["--delay=300", "--grace=5"])
     try:
-        port = None
-        for _ in range(300):
-            found = re.search(rb"ReplayFactory starting on (\d+)", (workdir / "server.log").read_bytes())
-            if found:
-                port = int(found.group(1))
-                break
-            time.sleep(0.1)
-        if port is None:
-            sys.exit("the server did not start")
         result = []
         reactor.callWhenRunning(
-            lambda: run(args, port, server.pid, workdir).addBoth(lambda r: (result.append(r), reactor.stop()))
+            lambda: run(args, server.game_port, server, workdir).addBoth(
+                lambda r: (result.append(r), reactor.stop())
+            )
         )
         reactor.run()
         if result and hasattr(result[0], "getTraceback"):
             print(result[0].getTraceback(), file=sys.stderr)
     finally:
-        server.terminate()
-        server.wait(120)
-        log.close()
+        server.stop()
 
 
 if __name__ == "__main__":
