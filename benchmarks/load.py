@@ -59,13 +59,25 @@ def split(stream: bytes) -> tuple[bytes, bytes]:
     return stream[:offset], stream[offset:]
 
 
+def commands(data: bytes, start: int = 0):
+    """(offset, type, size) of each command of a replay body from ``start``;
+    stops at the end or at a size that cannot be one."""
+    position = start
+    while position + 3 <= len(data):
+        size = int.from_bytes(data[position + 1 : position + 3], "little")
+        if size < 3:
+            return
+        yield position, data[position], size
+        position += size
+
+
 def make_stream(name: str, size: int, vary: bool = False) -> bytes:
     """A real recording's header and its body repeated to about ``size`` bytes.
 
     With ``vary``, every repetition after the first has about one payload byte
     in eight replaced (command types, sizes and tick counts kept, so the body
-    still parses): a long game that compresses about as well as a real one (7:1 at level 10)
-    rather than like one recording over and over (900:1).
+    still parses): a long game that compresses about as well as a real one
+    (7:1 at level 10) rather than like one recording over and over (900:1).
     """
     header, body = split((DATA / f"{name}.scfareplay").read_bytes())
     repeats = max(1, -(-(size - len(header)) // len(body)))
@@ -74,14 +86,9 @@ def make_stream(name: str, size: int, vary: bool = False) -> bytes:
     import random  # noqa: PLC0415
 
     payload = []  # positions of the body's payload bytes (not a command's type or size, not ticks)
-    position = 0
-    while position + 3 <= len(body):
-        length = int.from_bytes(body[position + 1 : position + 3], "little")
-        if length < 3:
-            break
-        if body[position] != 0:
+    for position, kind, length in commands(body):
+        if kind != 0:
             payload.extend(range(position + 3, min(position + length, len(body))))
-        position += length
     rng = random.Random(size)
     parts = [body]
     for _ in range(repeats - 1):
@@ -95,16 +102,11 @@ def make_stream(name: str, size: int, vary: bool = False) -> bytes:
 def tick_times(stream: bytes, acceleration: float) -> list[tuple[float, int]]:
     """(seconds from the start, end offset) at every Advance command of the body."""
     header, _ = split(stream)
-    times, position, ticks = [], len(header), 0
-    while position + 3 <= len(stream):
-        kind = stream[position]
-        size = int.from_bytes(stream[position + 1 : position + 3], "little")
-        if size < 3:
-            break
+    times, ticks = [], 0
+    for position, kind, size in commands(stream, len(header)):
         if kind == 0:
             ticks += int.from_bytes(stream[position + 3 : position + 7], "little")
             times.append((ticks * 0.1 / acceleration, position + size))
-        position += size
     times.append((ticks * 0.1 / acceleration, len(stream)))
     return times
 
