@@ -26,6 +26,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 
 from benchmarks.load import Server
+from faf_replay.settings import DEFAULT_SPOOL_NAME
 from tests.recordings import recording, split
 
 
@@ -85,7 +86,7 @@ def run(args, port: int, server: Server, workdir: Path):
 
 
 def _spooled(workdir: Path) -> int:
-    return sum(path.stat().st_size for path in Path(workdir, "spool").rglob("*.upload"))
+    return sum(path.stat().st_size for path in Path(workdir, "replays", DEFAULT_SPOOL_NAME).rglob("*.upload"))
 
 
 def main() -> None:

@@ -47,7 +47,7 @@ HELP = {
     "max_watchers_per_game": "watchers of one game at once",
     "max_connections_per_address": "open connections from one address",
     "max_connections": "open connections in all",
-    "spool": "where uploads are kept until their replay is saved [default: spool beside the vault]",
+    "spool": "where uploads are kept until their replay is saved [default: .faf-replay-spool in the vault]",
     "spool_sync": "seconds between writes and fsyncs of the spool",
     "spool_open_files": "spooled uploads with an open file at once (0: a quarter of the open-file limit)",
     "db": "FAF's database, mysql://USER@HOST:PORT/NAME (password from $FAF_REPLAY_DB_PASSWORD)",

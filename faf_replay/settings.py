@@ -19,6 +19,11 @@ class SettingsError(ValueError):
     pass
 
 
+#: The spool's folder inside the vault unless ``spool`` says otherwise. Not a
+#: number, so it never meets the vault's ``<a>/<b>/<c>/<d>`` folders.
+DEFAULT_SPOOL_NAME = ".faf-replay-spool"
+
+
 @dataclass(frozen=True)
 class Settings:
     #: strports endpoint for game clients (TCP).
@@ -67,8 +72,9 @@ class Settings:
     #: Open connections at once, from one address and in all.
     max_connections_per_address: int = 256
     max_connections: int = 30000
-    #: Where uploads are kept until their replay is saved; default: ``spool``
-    #: beside the vault.
+    #: Where uploads are kept until their replay is saved; default:
+    #: ``.faf-replay-spool`` inside the vault, so that where only the vault is a
+    #: volume (FAF's containers) a restart finds the running games again.
     spool: str | None = None
     #: Seconds between writes and fsyncs of the spool (what a crash can take).
     spool_sync: float = 5.0
@@ -140,7 +146,7 @@ class Settings:
 
     @property
     def spool_directory(self) -> str:
-        return self.spool or os.path.join(os.path.dirname(os.path.abspath(self.vault)), "spool")
+        return self.spool or os.path.join(os.path.abspath(self.vault), DEFAULT_SPOOL_NAME)
 
     @classmethod
     def names(cls) -> list[str]:

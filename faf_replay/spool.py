@@ -367,7 +367,9 @@ class Spool:
         self.descriptors = Descriptors(open_files)
         self.games = self.directory / "games"
         self.trash = self.directory / "trash"
-        self.games.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _make_private(self.directory)
+        self.games.mkdir(exist_ok=True)
         self.trash.mkdir(exist_ok=True)
         self.emptier = Emptier()
         for left in self.trash.iterdir():  # what a previous run was deleting
@@ -436,6 +438,17 @@ class Spool:
                 with file._lock:
                     if file.fd is not None and not file.closed:
                         os.fsync(file.fd)
+
+
+def _make_private(directory: Path) -> None:
+    """The spool holds the running games undelayed, and by default it lies in
+    the vault, which a content server may serve: only the server's own user may
+    enter it. A filesystem without modes (or a folder of another owner) keeps
+    what it has."""
+    try:
+        os.chmod(directory, 0o700)
+    except OSError:
+        pass
 
 
 def _write_all(batch: list[tuple[SpoolFile, bytes, Done]]) -> list[Any]:

@@ -1,6 +1,7 @@
 """The spool on a real disk: files, recovery, and games brought back after a crash."""
 
 import os
+import stat
 from pathlib import Path
 
 from twisted.internet.task import Clock
@@ -35,6 +36,19 @@ class Writer:
         while self.jobs:
             job, done = self.jobs.pop(0)
             run_now(job, done)
+
+
+class Location(SynchronousTestCase):
+    def test_by_default_inside_the_vault_and_only_for_the_server(self):
+        vault = self.mktemp()
+        directory = Path(Settings(vault=vault).spool_directory)
+        self.assertEqual(directory, Path(vault).resolve() / ".faf-replay-spool")
+        self.assertEqual(Path(Settings(vault=vault, spool="/srv/spool").spool_directory), Path("/srv/spool"))
+        Spool(directory)
+        self.assertEqual(stat.S_IMODE(directory.stat().st_mode), 0o700)
+        os.chmod(directory, 0o755)  # loosened by hand: the next start makes it private again
+        Spool(directory)
+        self.assertEqual(stat.S_IMODE(directory.stat().st_mode), 0o700)
 
 
 class Files(SynchronousTestCase):
