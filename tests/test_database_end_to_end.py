@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import fafreplay
 from twisted.internet.defer import inlineCallbacks
@@ -117,7 +118,7 @@ class RequireKnownGame(WithDatabase):
                 yield client.done
             self.assertNotIn(game_id, service.registry.games)
             self.assertEqual(len(self.logs.matching(f"upload for game {game_id} refused: {why}")), 2)
-        self.assertFalse(os.path.exists(service.registry.settings.vault))
+        self.assertEqual(list(Path(service.registry.settings.vault).rglob("*.fafreplay")), [])
 
     @inlineCallbacks
     def test_watchers_are_not_checked(self):

@@ -237,7 +237,7 @@ class RefusingVault(TestCase):
         logs = CapturedLogs(self)
         service, port = yield start_server(self)
         vault = service.registry.settings.vault
-        os.makedirs(vault)
+        os.makedirs(vault, exist_ok=True)  # the spool is in it already
         blocker = os.path.join(vault, "0")
         with open(blocker, "w") as file:
             file.write("a file where the vault needs a folder")
