@@ -47,9 +47,14 @@ class DatabaseConfig:
 
     @classmethod
     def from_settings(
-        cls, url: str, password_file: str | None, environment: Mapping[str, str]
+        cls,
+        url: str,
+        password_file: str | None,
+        environment: Mapping[str, str],
+        default_password: str | None = None,
     ) -> DatabaseConfig:
-        """The configuration, with the password from the file or the environment."""
+        """The configuration, with the password from the file or the environment,
+        else ``default_password`` (the Rust server's ``RS_DB_PASSWORD``)."""
         if password_file:
             try:
                 with open(password_file, encoding="utf-8") as file:
@@ -59,7 +64,7 @@ class DatabaseConfig:
                     f"cannot read db_password_file {password_file}: {error.strerror}"
                 ) from None
         else:
-            password = environment.get(PASSWORD_VARIABLE, "")
+            password = environment.get(PASSWORD_VARIABLE, default_password or "")
         return cls.parse(url, password)
 
     def describe(self) -> str:

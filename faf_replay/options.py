@@ -3,8 +3,9 @@
 Every setting of :class:`~faf_replay.settings.Settings` is an option
 (``--max-connections``), an environment variable (``FAF_REPLAY_MAX_CONNECTIONS``)
 and a key of the ``--config`` TOML file (``max_connections``); the command line
-wins over the environment, which wins over the file, which wins over the
-default. Bad values are usage errors.
+wins over the environment, which wins over the file, which wins over the Rust
+server's YAML file named by ``RS_CONFIG_FILE`` (``rust_config.py``), which wins
+over the default. Bad values are usage errors.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
+from faf_replay import rust_config
 from faf_replay.database_config import DatabaseConfig, DatabaseConfigError
 from faf_replay.settings import Settings, SettingsError, load_toml
 
@@ -24,7 +26,7 @@ _DEFAULTS = Settings()
 
 #: One line of help per setting; also the reference in docs/configuration.md.
 HELP = {
-    "port": "strports endpoint for game clients",
+    "port": "strports endpoint for game clients (off: none, when ws_port is set)",
     "ws_port": "strports endpoint for game clients over WebSocket (off: none)",
     "ws_handshake_timeout": "seconds a WebSocket client has for its opening handshake",
     "ws_hmac_secret_file": "a file with the secret of signed WebSocket URLs (none: not checked)",
@@ -52,12 +54,14 @@ HELP = {
     "spool_open_files": "spooled uploads with an open file at once (0: a quarter of the open-file limit)",
     "db": "FAF's database, mysql://USER@HOST:PORT/NAME (password from $FAF_REPLAY_DB_PASSWORD)",
     "db_password_file": "a file holding the database password",
+    "db_pool_size": "connections to the database at most",
     "db_timeout": "seconds a save waits for the database before saving with the replay's own facts",
     "db_check_interval": "seconds between checks that the database is reachable",
     "require_known_game": "refuse uploads for games the database does not know or that ended long ago",
     "known_game_window": "with --require-known-game: seconds after a game's end when uploads are refused",
     "sentry_dsn": "report unexpected errors to this Sentry DSN (needs the sentry-sdk package)",
     "log_format": "text or json",
+    "log_level": "the least important lines logged: debug, info, warn, error or critical",
 }
 FLAGS = [name for name in Settings.names() if isinstance(getattr(_DEFAULTS, name), bool)]
 #: Settings that name endpoints; each must parse as a strports description.
@@ -112,10 +116,15 @@ class Options(usage.Options):
 
     database: DatabaseConfig | None = None
     hmac_secret: bytes | None = None
+    #: The Rust server's configuration, when RS_CONFIG_FILE names one.
+    rust: rust_config.RustConfig | None = None
 
     def postOptions(self) -> None:
         try:
             values: dict[str, Any] = {}
+            self.rust = rust_config.from_environment(os.environ)
+            if self.rust is not None:
+                values.update(self.rust.values)
             if self["config"]:
                 values.update(load_toml(self["config"]))
             values.update(from_environment(os.environ))
@@ -143,7 +152,10 @@ class Options(usage.Options):
         if self.settings.db:
             try:
                 self.database = DatabaseConfig.from_settings(
-                    self.settings.db, self.settings.db_password_file, os.environ
+                    self.settings.db,
+                    self.settings.db_password_file,
+                    os.environ,
+                    default_password=self.rust.password if self.rust is not None else None,
                 )
             except DatabaseConfigError as error:
                 raise usage.UsageError(str(error)) from None

@@ -8,7 +8,7 @@
     ├── DatabaseMonitor  with --db: the adbapi pool, checked every --db-check-interval
     ├── Bookkeeper       with --db: the outbox of database work
     ├── GameRegistry     every running game; one timer for all of them
-    ├── listener "game"       strports endpoint serving ReplayFactory (TCP)
+    ├── listener "game"       strports endpoint serving ReplayFactory (TCP), unless off
     ├── listener "websocket"  with --ws-port: the same over WebSocket
     └── listener "http"       with --http-port: /metrics, /health, /games, /
 
@@ -25,7 +25,15 @@ from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import IService
-from twisted.logger import Logger, jsonFileLogObserver
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    jsonFileLogObserver,
+    textFileLogObserver,
+)
 
 from faf_replay import error_reporting, metrics
 from faf_replay.bookkeeping import Bookkeeper
@@ -62,6 +70,8 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
     exit 0 after a clean stop."""
     under_twistd = reactor is None
     settings: Settings = options.settings
+    for note in options.rust.notes if options.rust is not None else ():
+        log.info("{note}", note=note)
     if reactor is None:
         from twisted.internet import reactor  # noqa: PLC0415 - twistd installs it first
 
@@ -81,7 +91,9 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
         ) from None
     spool.on_error = _spool_error
     workers = WorkerPool()
-    database = Database(options.database, reactor) if options.database is not None else None
+    database = None
+    if options.database is not None:
+        database = Database(options.database, reactor, settings.db_pool_size)
     bookkeeper = monitor = None
     if database is not None:
         bookkeeper = Bookkeeper(Outbox(spool.directory / "outbox"), database, reactor, workers.pool)
@@ -89,7 +101,9 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
     saver = Saver(settings, reactor, workers.pool, database, bookkeeper)
     registry = GameRegistry(settings, reactor, saver.save, database, spool)
     factory = ReplayFactory(registry, reactor)
-    listeners: dict[str, IService] = {"game": strports.service(settings.port, factory, reactor=reactor)}
+    listeners: dict[str, IService] = {}
+    if settings.port is not None:
+        listeners["game"] = strports.service(settings.port, factory, reactor=reactor)
     if settings.ws_port is not None:
         websocket = WebSocketReplayFactory(
             factory,
@@ -107,7 +121,7 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
         spool_sync=SpoolSync(spool, reactor, settings.spool_sync),
         spool_writer=spool_writer,
         bookkeeper=bookkeeper,
-        log_observer=_json_lines() if settings.log_format == "json" else None,
+        log_observer=log_observer(settings.log_format, settings.log_level),
     )
     if settings.http_port is not None:
         site = web_site(service, reactor)
@@ -124,9 +138,18 @@ def _spool_error(error: Exception) -> None:
     log.error("the spool's writer failed: {why}", why=str(error))
 
 
-def _json_lines() -> Any:
-    """twisted.logger's JSON events, one per line (no RFC 7464 separators)."""
-    return jsonFileLogObserver(sys.stdout, recordSeparator="")
+def log_observer(log_format: str, level: str) -> ILogObserver | None:
+    """Where the lines go: None leaves twistd's own text lines as they are;
+    JSON events are one per line (no RFC 7464 separators); a level other than
+    info filters either."""
+    if log_format == "text" and level == "info":
+        return None
+    if log_format == "json":
+        observer = jsonFileLogObserver(sys.stdout, recordSeparator="")
+    else:
+        observer = textFileLogObserver(sys.stdout)
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+    return FilteringLogObserver(observer, [predicate])
 
 
 def _fit_open_files(settings: Settings, open_files: int, spool_files: int) -> Settings:

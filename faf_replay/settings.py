@@ -23,11 +23,14 @@ class SettingsError(ValueError):
 #: number, so it never meets the vault's ``<a>/<b>/<c>/<d>`` folders.
 DEFAULT_SPOOL_NAME = ".faf-replay-spool"
 
+#: twisted.logger's level names, least important first.
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+
 
 @dataclass(frozen=True)
 class Settings:
-    #: strports endpoint for game clients (TCP).
-    port: str = "tcp:15000"
+    #: strports endpoint for game clients (TCP); ``off`` only beside a ``ws_port``.
+    port: str | None = "tcp:15000"
     #: strports endpoint for game clients over WebSocket; ``off`` (or none) disables it.
     ws_port: str | None = None
     #: Seconds a WebSocket client has for its opening handshake.
@@ -85,6 +88,8 @@ class Settings:
     db: str | None = None
     #: A file holding the database password (else ``FAF_REPLAY_DB_PASSWORD``).
     db_password_file: str | None = None
+    #: Connections to the database at most.
+    db_pool_size: int = 3
     #: Seconds a save waits for the database's record of the game before it
     #: saves with the replay's own facts (and completes them later).
     db_timeout: float = 10.0
@@ -98,9 +103,11 @@ class Settings:
     sentry_dsn: str | None = None
     #: ``text`` or ``json`` (one JSON object per line).
     log_format: str = "text"
+    #: The least important lines logged: ``debug``, ``info``, ``warn``, ``error``, ``critical``.
+    log_level: str = "info"
 
     def __post_init__(self) -> None:
-        for name in ("ws_port", "http_port"):
+        for name in ("port", "ws_port", "http_port"):
             if getattr(self, name) in ("", "off", "none"):
                 object.__setattr__(self, name, None)
         for name in ("delay", "grace", "linger"):
@@ -128,6 +135,7 @@ class Settings:
             "max_watchers_per_game",
             "max_connections_per_address",
             "max_connections",
+            "db_pool_size",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}")
@@ -135,12 +143,16 @@ class Settings:
             raise SettingsError(f"spool_open_files must be 0 or more, not {self.spool_open_files}")
         if not 1 <= self.zstd_level <= 22:
             raise SettingsError(f"zstd_level must be between 1 and 22, not {self.zstd_level}")
-        if not self.port:
-            raise SettingsError("port must be a strports endpoint such as tcp:15000")
+        if self.port is None and self.ws_port is None:
+            raise SettingsError(
+                "port must be a strports endpoint such as tcp:15000 (off only beside ws_port)"
+            )
         if not self.vault:
             raise SettingsError("vault must be a directory")
         if self.log_format not in ("text", "json"):
             raise SettingsError(f"log_format must be text or json, not {self.log_format!r}")
+        if self.log_level not in LOG_LEVELS:
+            raise SettingsError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
         if self.require_known_game and not self.db:
             raise SettingsError("require_known_game needs a database (db)")
 

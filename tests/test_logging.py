@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
+import sys
 
 import sentry_sdk
 from twisted.internet import reactor
@@ -12,11 +14,12 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger, globalLogPublisher
 from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from faf_replay import error_reporting
+from faf_replay.server_tap import log_observer
 from tests.clients import Uploader, connect, until
 from tests.processes import run_twistd
 from tests.recordings import recording
@@ -42,6 +45,21 @@ class JsonLogs(TestCase):
         [saved] = [e for e in events if e.get("log_namespace") == "faf_replay.saving"]
         self.assertEqual(saved["game_id"], 5)
         self.assertEqual(saved["log_level"]["name"], "info")
+
+
+class Levels(SynchronousTestCase):
+    def test_a_level_filters_text_and_json_lines(self):
+        self.assertIsNone(log_observer("text", "info"))  # twistd's own lines, as they are
+        for log_format in ("text", "json"):
+            output = io.StringIO()
+            self.patch(sys, "stdout", output)
+            log = Logger(namespace="faf_replay.test", observer=log_observer(log_format, "warn"))
+            log.info("an ordinary line")
+            log.warn("a warning")
+            log.error("an error")
+            self.assertNotIn("an ordinary line", output.getvalue())
+            self.assertIn("a warning", output.getvalue())
+            self.assertIn("an error", output.getvalue())
 
 
 class Sink(Resource):
