@@ -4,7 +4,8 @@
 * ``/health``: 200 when every listener listens and the vault takes a file,
   503 otherwise; the JSON body says which, and the database's state.
 * ``/games``: the running replays as JSON; ``/games/<id>`` one of them (404).
-* ``/``: a small HTML page listing the live games, rendered on the server.
+* ``/``: the metrics again for a scraper (FAF scrapes ``/``, as the Rust
+  server served it), and for a browser a small HTML page of the live games.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ if TYPE_CHECKING:
 
 
 def web_site(service: FafReplayService, clock: Any) -> Site:
-    root = GamesPage(service, clock)
+    metrics = MetricsResource()
+    root = GamesPage(service, clock, metrics)
     root.putChild(b"", root)
-    root.putChild(b"metrics", MetricsResource())
+    root.putChild(b"metrics", metrics)
     root.putChild(b"health", Health(service, clock))
     root.putChild(b"games", Games(service, clock))
     return Site(root)
@@ -128,18 +130,38 @@ def _vault_writable(vault: str) -> bool:
     return True
 
 
-class GamesPage(Resource):
-    """``GET /``: the live games as an HTML table, refreshed every few seconds."""
+def wants_metrics(accept: bytes | None) -> bool:
+    """Whether a request of ``/`` comes from a scraper: it sends no ``Accept``
+    (FAF's scrape path is ``/``), or names Prometheus' text formats before
+    HTML, as Prometheus and VictoriaMetrics do; a browser names HTML first."""
+    if not accept:
+        return True
+    for item in accept.split(b","):
+        media = item.split(b";", 1)[0].strip().lower()
+        if media in (b"text/plain", b"application/openmetrics-text"):
+            return True
+        if media == b"text/html":
+            return False
+    return False
 
-    def __init__(self, service: FafReplayService, clock: Any) -> None:
+
+class GamesPage(Resource):
+    """``GET /``: the live games as an HTML table, refreshed every few seconds;
+    the metrics when a scraper asks."""
+
+    def __init__(self, service: FafReplayService, clock: Any, metrics: Resource) -> None:
         super().__init__()
         self._service = service
         self._clock = clock
+        self._metrics = metrics
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         return self if path == b"" else NoResource()
 
-    def render_GET(self, request: Request) -> bytes:
+    def render_GET(self, request: Request) -> Any:
+        request.setHeader(b"vary", b"accept")
+        if wants_metrics(request.getHeader(b"accept")):
+            return self._metrics.render(request)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
         games = live_games(self._service, self._clock.seconds())

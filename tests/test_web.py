@@ -5,20 +5,38 @@ from __future__ import annotations
 import json
 import os
 
+from prometheus_client.openmetrics import parser as openmetrics_parser
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
+from twisted.web.http_headers import Headers
 
+from faf_replay.web import wants_metrics
 from tests.clients import Uploader, Watcher, connect, start_server, until
 from tests.recordings import recording
 
 HTTP = {"http-port": "tcp:0:interface=127.0.0.1"}
 
 
+#: What Prometheus 2 sends when it scrapes, and what VictoriaMetrics' vmagent and
+#: other text-format scrapers send; what Chromium sends for a page; curl's.
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+TEXT_SCRAPER_ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
+BROWSER_ACCEPT = (
+    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,"
+    "application/signed-exchange;v=b3;q=0.7"
+)
+
+
 @inlineCallbacks
-def get(port: int, path: str):
-    response = yield Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}{path}".encode())
+def get(port: int, path: str, accept: str | None = None):
+    headers = Headers({b"accept": [accept.encode()]} if accept is not None else {})
+    response = yield Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}{path}".encode(), headers)
     body = yield readBody(response)
     return response.code, response.headers.getRawHeaders(b"content-type", [b""])[0], body
 
@@ -63,6 +81,53 @@ class Metrics(WebTestCase):
             self.assertIn(name, text)
 
 
+class ScrapedAtTheRoot(WebTestCase):
+    """FAF scrapes ``/`` (``prometheus.io/path: '/'``); a browser there gets the page."""
+
+    @inlineCallbacks
+    def test_prometheus_and_text_scrapers_get_metrics_a_browser_the_page(self):
+        service, game, http = yield self.start()
+        yield connect(game, Uploader(61, "a.SCFAreplay", recording("example"), [5000]))
+        yield service.registry.when_done(61)
+
+        code, kind, body = yield get(http, "/", PROMETHEUS_ACCEPT)
+        self.assertEqual(code, 200)
+        self.assertTrue(kind.startswith(b"application/openmetrics-text"), kind)
+        families = {f.name: f for f in openmetrics_parser.text_string_to_metric_families(body.decode())}
+        self.assertGreaterEqual(families["replayserver_saved_replay_files"].samples[0].value, 1)
+        self.assertIn("replayserver_running_replays_count", families)
+
+        for accept in (TEXT_SCRAPER_ACCEPT, None):
+            code, kind, body = yield get(http, "/", accept)
+            self.assertEqual(code, 200)
+            self.assertTrue(kind.startswith(b"text/plain"), kind)
+            families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+            self.assertGreaterEqual(families["replayserver_saved_replay_files"].samples[0].value, 1)
+
+        for accept in (BROWSER_ACCEPT, "*/*"):
+            code, kind, body = yield get(http, "/", accept)
+            self.assertEqual((code, kind), (200, b"text/html; charset=utf-8"))
+            self.assertIn(b"<h1>Live games</h1>", body)
+        code, kind, _ = yield get(http, "/metrics", BROWSER_ACCEPT)  # /metrics stays metrics
+        self.assertTrue(kind.startswith(b"text/plain"), kind)
+
+    def test_who_is_a_scraper(self):
+        for accept, scraper in [
+            (None, True),
+            (b"", True),
+            (PROMETHEUS_ACCEPT.encode(), True),
+            (TEXT_SCRAPER_ACCEPT.encode(), True),
+            (b"text/plain", True),
+            (b"Application/OpenMetrics-Text; version=1.0.0", True),
+            (b"text/plain;q=0.5, text/html", True),  # named first
+            (BROWSER_ACCEPT.encode(), False),
+            (b"text/html;q=0.1, text/plain", False),
+            (b"*/*", False),
+            (b"application/json", False),
+        ]:
+            self.assertEqual(wants_metrics(accept), scraper, accept)
+
+
 class Health(WebTestCase):
     @inlineCallbacks
     def test_healthy(self):
@@ -82,7 +147,7 @@ class Health(WebTestCase):
 
     @inlineCallbacks
     def test_unwritable_vault(self):
-        service, _, http = yield self.start()
+        service, _, http = yield self.start(spool=self.mktemp())  # not in the vault this time
         vault = service.registry.settings.vault
         os.makedirs(os.path.dirname(vault), exist_ok=True)
         with open(vault, "w") as file:
@@ -145,7 +210,7 @@ class LiveGames(WebTestCase):
         uploader.keep_open = True
         yield connect(game, uploader)
         yield until(lambda: 72 in service.registry.games)
-        code, kind, body = yield get(http, "/")
+        code, kind, body = yield get(http, "/", BROWSER_ACCEPT)
         self.assertEqual((code, kind), (200, b"text/html; charset=utf-8"))
         self.assertIn(b'<tr data-game="72">', body)
         self.assertIn(b"1 running", body)
