@@ -65,3 +65,8 @@ reactor_lag = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 reactor_lag_max = Gauge("replayserver_reactor_lag_max_seconds", "The longest reactor stall since the start.")
+vault_refuses_hard_links = Gauge(
+    "replayserver_vault_refuses_hard_links",
+    "1 once the vault's filesystem refused a hard link (CIFS, exFAT, some FUSE mounts): replays are "
+    "then claimed (an empty file) and renamed into place instead of linked.",
+)

@@ -70,6 +70,8 @@ class Saver:
         self._pool = pool
         self._database = database
         self._bookkeeper = bookkeeper
+        #: The vault's refusal of hard links was logged (once a process).
+        self._said_links_refused = False
 
     def save(self, replay: FinishedReplay) -> Deferred:
         """Write ``replay``; fires with its :class:`SaveOutcome`."""
@@ -178,6 +180,14 @@ class Saver:
         elapsed = self._reactor.seconds() - started
         metrics.saved_replays.inc()
         metrics.save_seconds.observe(elapsed)
+        if saved.links_refused and not self._said_links_refused:
+            self._said_links_refused = True
+            metrics.vault_refuses_hard_links.set(1)
+            log.warn(
+                "the vault {vault} refuses hard links (CIFS, exFAT, some FUSE mounts): replays are "
+                "claimed and renamed into place instead; an existing replay is still never replaced",
+                vault=self._settings.vault,
+            )
         log.info(
             "game {game_id}: saved {path} ({size} bytes, {body} body bytes) in {elapsed:.3f} s",
             game_id=replay.game_id,

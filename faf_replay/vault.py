@@ -2,12 +2,42 @@
 
 ``vault_path`` is the layout FAF's API serves files from. ``write_replay`` is
 blocking file I/O meant for a worker thread: it compresses, writes a temporary
-file, fsyncs it and links it into place, so a crash never leaves a truncated
+file, fsyncs it and puts it into place, so a crash never leaves a truncated
 replay and an existing replay is never overwritten. No Twisted here.
+
+Putting it into place is ``link(temporary, final)``: it fails when ``final``
+exists, so it never overwrites, and ``final`` appears whole or not at all.
+Some filesystems FAF keeps replays on refuse hard links (CIFS/SMB shares,
+exFAT, FUSE mounts of object stores: ``EPERM``, ``EOPNOTSUPP`` or ``ENOSYS``;
+``EPERM`` cannot be Linux's ``protected_hardlinks`` here, the temporary file is
+our own). The first refusal is remembered for that vault for the rest of the
+process, and its replays are saved by *claim and replace* instead, this save
+included:
+
+1. claim the name: ``open(final, O_CREAT | O_EXCL)`` creates it empty, and
+   fails if anything is there (that check and the creation are one step, on
+   CIFS too: the server does them);
+2. ``rename(temporary, final)`` over our own empty claim, then fsync the folder.
+
+Why it is as safe as the link: an existing replay makes step 1 fail, so it is
+never renamed over; and at every instant ``final`` is absent, empty or the
+whole fsynced replay. A real replay is never empty (it has at least its JSON
+line), so an empty file at ``final`` can only be a claim whose save was
+interrupted (a crash between 1 and 2): the next save of that game takes it
+over and completes it, whichever way it saves (a link fails on it with
+``EEXIST``, and then the save goes through the claim too). The one case not
+covered is two processes saving the same game into one vault at the same
+moment: one could take over the other's fresh claim (a server never saves one
+game twice at once). ``renameat2(RENAME_NOREPLACE)`` would need no claim, but
+the FUSE and CIFS mounts that lack links often lack it too (FUSE 2 answers
+``EINVAL``). :attr:`SavedReplay.links_refused` tells the caller, which logs
+the switch once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 from dataclasses import dataclass
@@ -17,6 +47,13 @@ from typing import Any
 import zstandard
 
 from faf_replay.durable import fsync_directory, write_temporary
+
+#: What ``link()`` fails with on a filesystem without hard links.
+_NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS})
+
+#: Vaults (as given to :func:`write_replay`) whose filesystem refused a hard
+#: link in this process: link() is not tried there again.
+_refuses_links: set[str] = set()
 
 
 class ReplayExistsError(FileExistsError):
@@ -55,6 +92,14 @@ def encode_replay(metadata: dict[str, Any], scfa: bytes, level: int) -> bytes:
 class SavedReplay:
     path: Path
     size: int
+    #: The vault's filesystem refuses hard links: the file was claimed and
+    #: renamed into place (the caller logs that once and sets a metric).
+    links_refused: bool = False
+
+
+def refuses_links(vault: str | os.PathLike[str]) -> bool:
+    """Whether ``vault`` refused a hard link in this process (saves claim and replace)."""
+    return os.fspath(vault) in _refuses_links
 
 
 def write_replay(
@@ -70,17 +115,50 @@ def write_replay(
     ``OSError`` when the disk refuses; no partial file is left either way.
     """
     final = vault_path(vault, game_id)
-    if final.exists():
+    if _holds_replay(final):
         raise ReplayExistsError(f"{final} already exists")
     data = encode_replay(metadata, scfa, level)
     final.parent.mkdir(parents=True, exist_ok=True)
     temporary = write_temporary(final.parent, f".{game_id}.", data)
     try:
-        # link() fails when the target exists: never overwrite, atomically.
-        os.link(temporary, final)
-    except FileExistsError:
-        raise ReplayExistsError(f"{final} already exists") from None
+        _put_in_place(temporary, final, os.fspath(vault))
     finally:
-        os.unlink(temporary)
+        with contextlib.suppress(FileNotFoundError):  # gone when it was renamed
+            os.unlink(temporary)
     fsync_directory(final.parent)
-    return SavedReplay(final, len(data))
+    return SavedReplay(final, len(data), refuses_links(vault))
+
+
+def _put_in_place(temporary: Path, final: Path, vault: str) -> None:
+    """``final`` becomes ``temporary``'s file, unless a replay is there (see the module's doc)."""
+    if vault not in _refuses_links:
+        try:
+            os.link(temporary, final)  # fails when final exists: never overwrites
+            return
+        except FileExistsError:
+            pass  # a replay (refused below), or an interrupted claim (completed below)
+        except OSError as error:
+            if error.errno not in _NO_LINKS:
+                raise
+            _refuses_links.add(vault)
+    _claim(final)
+    os.replace(temporary, final)
+
+
+def _claim(final: Path) -> None:
+    """Create ``final`` empty, or take over the empty one an interrupted save
+    left; raises :class:`ReplayExistsError` when a replay is there."""
+    try:
+        os.close(os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        if _holds_replay(final):
+            raise ReplayExistsError(f"{final} already exists") from None
+
+
+def _holds_replay(path: Path) -> bool:
+    """Something non-empty is at ``path``: a replay, never to be replaced. An
+    empty file is an interrupted claim (a replay has at least its JSON line)."""
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False

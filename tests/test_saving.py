@@ -12,6 +12,7 @@ from faf_replay.outbox import Entry, Outbox
 from faf_replay.saving import Saver
 from faf_replay.settings import Settings
 from faf_replay.vault import vault_path
+from tests.filesystems import linkless_directory
 from tests.logs import CapturedLogs
 from tests.metrics import metric
 from tests.recordings import recording, split
@@ -40,6 +41,17 @@ class SaverTests(TestCase):
         self.assertEqual(metric("replayserver_saved_replay_files_total"), before + 1)
         [line] = self.logs.matching("game 44: saved")
         self.assertIn("41578 body bytes", line)
+
+    @inlineCallbacks
+    def test_a_vault_without_hard_links_is_logged_once(self):
+        vault = str(linkless_directory(self))
+        saver = Saver(Settings(vault=vault, zstd_level=3), reactor, self.pool)
+        for game_id in (46, 47):
+            self.assertIs((yield saver.save(self.replay(game_id))), SaveOutcome.SAVED)
+            with vault_path(vault, game_id).open("rb") as file:
+                self.assertEqual(fafreplay.extract_scfa(file), recording("example"))
+        self.assertEqual(len(self.logs.matching("refuses hard links")), 1)
+        self.assertEqual(metric("replayserver_vault_refuses_hard_links"), 1)
 
     @inlineCallbacks
     def test_existing_replay_is_left_alone(self):
