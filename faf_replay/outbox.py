@@ -97,5 +97,5 @@ def complete_metadata(entry: Entry, metadata: dict[str, Any]) -> int:
     if not newline:
         raise FileChanged(f"{path} has no JSON line")
     new = metadata_line(metadata) + b"\n" + rest
-    durable.replace(path, new, f".{entry.game_id}.")
+    durable.replace(path, new, f".{entry.game_id}.", durable.PUBLIC)
     return len(new)

@@ -46,7 +46,7 @@ from typing import Any
 
 import zstandard
 
-from faf_replay.durable import fsync_directory, write_temporary
+from faf_replay.durable import PUBLIC, fsync_directory, write_temporary
 
 #: What ``link()`` fails with on a filesystem without hard links.
 _NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS})
@@ -119,7 +119,7 @@ def write_replay(
         raise ReplayExistsError(f"{final} already exists")
     data = encode_replay(metadata, scfa, level)
     final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = write_temporary(final.parent, f".{game_id}.", data)
+    temporary = write_temporary(final.parent, f".{game_id}.", data, PUBLIC)
     try:
         _put_in_place(temporary, final, os.fspath(vault))
     finally:

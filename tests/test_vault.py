@@ -2,6 +2,7 @@ import errno
 import io
 import json
 import os
+import stat
 
 import fafreplay
 import zstandard
@@ -10,6 +11,7 @@ from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from faf_replay import vault as vault_module
+from faf_replay.outbox import Entry, Outbox, complete_metadata
 from faf_replay.spool import Spool
 from faf_replay.vault import ReplayExistsError, encode_replay, refuses_links, vault_path, write_replay
 from tests.clients import Uploader, connect, start_server, until
@@ -68,6 +70,19 @@ class Writing(SynchronousTestCase):
         with saved.path.open("rb") as file:
             self.assertEqual(fafreplay.extract_scfa(file), scfa)
         self.assertEqual(os.listdir(saved.path.parent), ["22373098.fafreplay"])
+
+    def test_readable_by_a_content_server_of_another_user(self):
+        """FAF's nginx serves the vault as its own user: replays are 0644, as the
+        Rust server's were, also once the outbox completed their JSON line."""
+        saved = write_replay(self.vault, 11, {"uid": 11, "version": 2}, recording("8805603"), 3)
+        self.assertEqual(stat.S_IMODE(saved.path.stat().st_mode), 0o644)
+        entry = Entry(11, str(saved.path), saved.size, 154, False, 1.0, 2.0)
+        complete_metadata(entry, {"uid": 11, "version": 2, "title": "completed"})
+        self.assertEqual(stat.S_IMODE(saved.path.stat().st_mode), 0o644)
+        self.assertIn(b'"title":"completed"', saved.path.read_bytes())
+        outbox = Outbox(self.mktemp())
+        outbox.add(entry)  # the server's own bookkeeping stays private
+        self.assertEqual(stat.S_IMODE((outbox.directory / "11.json").stat().st_mode), 0o600)
 
     def test_never_overwrites(self):
         first = write_replay(self.vault, 5, {"uid": 5, "version": 2}, b"first", 3)
