@@ -7,6 +7,8 @@ send a byte. Pure bookkeeping, no Twisted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 #: Descriptors kept for everything but connections and spool files: listening
 #: sockets, the log, vault files being written, database connections, pipes.
 RESERVED_FILES = 100
@@ -37,11 +39,17 @@ class Place:
 
 
 class ConnectionLimits:
-    __slots__ = ("_by_address", "open", "per_address", "total")
+    """``unlimited(address)``: addresses the per-address limit does not apply to
+    (a trusted proxy's own, which speaks for many clients); they count in all."""
 
-    def __init__(self, per_address: int, total: int) -> None:
+    __slots__ = ("_by_address", "open", "per_address", "total", "unlimited")
+
+    def __init__(
+        self, per_address: int, total: int, unlimited: Callable[[str], bool] = lambda address: False
+    ) -> None:
         self.per_address = per_address
         self.total = total
+        self.unlimited = unlimited
         self.open = 0
         self._by_address: dict[str, int] = {}
 
@@ -49,6 +57,9 @@ class ConnectionLimits:
         """Count one more connection from ``address``, or say why not."""
         if self.open >= self.total:
             return "too many connections"
+        if self.unlimited(address):
+            self.open += 1
+            return None
         count = self._by_address.get(address, 0)
         if count >= self.per_address:
             return "too many connections from one address"

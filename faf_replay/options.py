@@ -49,6 +49,8 @@ HELP = {
     "max_watchers_per_game": "watchers of one game at once",
     "max_connections_per_address": "open connections from one address",
     "max_connections": "open connections in all",
+    "trusted_proxies": "proxies whose PROXY header or X-Forwarded-For names the client "
+    "(addresses, networks, private or none); their own addresses have no per-address limit",
     "spool": "where uploads are kept until their replay is saved [default: .faf-replay-spool in the vault]",
     "spool_sync": "seconds between writes and fsyncs of the spool",
     "spool_open_files": "spooled uploads with an open file at once (0: a quarter of the open-file limit)",

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from faf_replay import metrics
+from faf_replay.client_address import TrustedProxies
 from faf_replay.connection_header import (
     ConnectionHeader,
     ConnectionHeaderError,
@@ -34,9 +35,13 @@ log = Logger()
 
 
 def describe_peer(address: IAddress) -> str:
+    """``host:port``; just the host when the port is unknown (0: a client named
+    by a proxy's ``X-Forwarded-For``)."""
     host, port = getattr(address, "host", None), getattr(address, "port", None)
     if host is None:
         return str(address)
+    if not port:
+        return host
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -188,33 +193,22 @@ class ReplayProtocol(Protocol):
         )
 
 
-class ReplayFactory(Factory):
-    """Builds a :class:`ReplayProtocol` per connection, within the connection limits."""
+class Refusals:
+    """Connections refused before a byte is read: each counted by reason, with
+    at most one log line per reason every ``interval`` seconds (a flood must
+    not flood the log)."""
 
-    #: At most one log line per reason in this many seconds while refusing.
-    refusal_log_interval = 10.0
-
-    def __init__(self, registry: GameRegistry, clock: IReactorTime) -> None:
-        self.registry = registry
+    def __init__(self, clock: IReactorTime, interval: float = 10.0) -> None:
         self.clock = clock
-        settings = registry.settings
-        self.limits = ConnectionLimits(settings.max_connections_per_address, settings.max_connections)
+        self.interval = interval
         self._refused: dict[str, tuple[float, int]] = {}  # reason -> (last log, refused since)
 
-    def buildProtocol(self, addr: IAddress) -> ReplayProtocol | None:
-        host = str(getattr(addr, "host", addr))
-        reason = self.limits.admit(host)
-        if reason is not None:
-            self._refuse(reason, addr)
-            return None  # closed at once, before a byte is read
-        return ReplayProtocol(self.registry, self.clock, Place(self.limits, host))
-
-    def _refuse(self, reason: str, addr: IAddress) -> None:
+    def refuse(self, reason: str, addr: IAddress) -> None:
         metrics.rejected_connections.labels(reason).inc()
         now = self.clock.seconds()
         last, count = self._refused.get(reason, (float("-inf"), 0))
         count += 1
-        if now - last >= self.refusal_log_interval:
+        if now - last >= self.interval:
             log.warn(
                 "connection from {peer} refused: {reason} ({count} refused since the last such line)",
                 peer=describe_peer(addr),
@@ -224,3 +218,31 @@ class ReplayFactory(Factory):
             self._refused[reason] = (now, 0)
         else:
             self._refused[reason] = (last, count)
+
+
+class ReplayFactory(Factory):
+    """Builds a :class:`ReplayProtocol` per connection, within the connection limits.
+
+    ``addr`` is the client's address: behind a proxy, the one it vouched for
+    (``proxy_protocol.py``, ``websocket.py``). A trusted proxy's own address
+    has no per-address limit: it speaks for many clients."""
+
+    def __init__(
+        self, registry: GameRegistry, clock: IReactorTime, trusted: TrustedProxies | None = None
+    ) -> None:
+        self.registry = registry
+        self.clock = clock
+        self.trusted = trusted or TrustedProxies()
+        settings = registry.settings
+        self.limits = ConnectionLimits(
+            settings.max_connections_per_address, settings.max_connections, unlimited=self.trusted.trusts
+        )
+        self.refusals = Refusals(clock)
+
+    def buildProtocol(self, addr: IAddress) -> ReplayProtocol | None:
+        host = str(getattr(addr, "host", addr))
+        reason = self.limits.admit(host)
+        if reason is not None:
+            self.refusals.refuse(reason, addr)
+            return None  # closed at once, before a byte is read
+        return ReplayProtocol(self.registry, self.clock, Place(self.limits, host))

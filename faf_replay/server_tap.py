@@ -25,6 +25,7 @@ from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import IService
+from twisted.internet.protocol import Factory
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
@@ -37,11 +38,13 @@ from twisted.logger import (
 
 from faf_replay import error_reporting, metrics
 from faf_replay.bookkeeping import Bookkeeper
+from faf_replay.client_address import TrustedProxies
 from faf_replay.database import Database, DatabaseMonitor
 from faf_replay.limits import connections_that_fit
 from faf_replay.options import Options
 from faf_replay.outbox import Outbox
 from faf_replay.protocol import ReplayFactory
+from faf_replay.proxy_protocol import ProxyProtocolFactory, listening_description
 from faf_replay.registry import GameRegistry
 from faf_replay.saving import Saver
 from faf_replay.services import (
@@ -100,10 +103,18 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
         monitor = DatabaseMonitor(database, reactor, settings.db_check_interval, on_back=bookkeeper.drain)
     saver = Saver(settings, reactor, workers.pool, database, bookkeeper)
     registry = GameRegistry(settings, reactor, saver.save, database, spool)
-    factory = ReplayFactory(registry, reactor)
+    trusted = TrustedProxies.parse(settings.trusted_proxies)
+    factory = ReplayFactory(registry, reactor, trusted)
+
+    def listener(description: str, serving: Factory) -> IService:
+        endpoint, proxied = listening_description(description)
+        if proxied:
+            serving = ProxyProtocolFactory(serving, trusted, reactor)
+        return strports.service(endpoint, serving, reactor=reactor)
+
     listeners: dict[str, IService] = {}
     if settings.port is not None:
-        listeners["game"] = strports.service(settings.port, factory, reactor=reactor)
+        listeners["game"] = listener(settings.port, factory)
     if settings.ws_port is not None:
         websocket = WebSocketReplayFactory(
             factory,
@@ -112,7 +123,7 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
             hmac_secret=options.hmac_secret,
             hmac_lifetime=settings.ws_hmac_lifetime,
         )
-        listeners["websocket"] = strports.service(settings.ws_port, websocket, reactor=reactor)
+        listeners["websocket"] = listener(settings.ws_port, websocket)
     service = FafReplayService(
         listeners,
         registry,
@@ -125,7 +136,7 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
     )
     if settings.http_port is not None:
         site = web_site(service, reactor)
-        service.listeners["http"] = strports.service(settings.http_port, site, reactor=reactor)
+        service.listeners["http"] = listener(settings.http_port, site)
         service.listeners["http"].setServiceParent(service)
     ReactorLagProbe(reactor).setServiceParent(service)
     if under_twistd:

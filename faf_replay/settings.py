@@ -14,6 +14,8 @@ import tomllib
 from dataclasses import dataclass, fields
 from typing import Any
 
+from faf_replay.client_address import TrustedProxies, TrustedProxiesError
+
 
 class SettingsError(ValueError):
     pass
@@ -75,6 +77,10 @@ class Settings:
     #: Open connections at once, from one address and in all.
     max_connections_per_address: int = 256
     max_connections: int = 30000
+    #: Proxies whose word on the client's address we take (a PROXY header,
+    #: X-Forwarded-For): addresses and networks, ``private`` or ``none``. Their
+    #: own addresses have no per-address limit: they speak for many clients.
+    trusted_proxies: str = "private"
     #: Where uploads are kept until their replay is saved; default:
     #: ``.faf-replay-spool`` inside the vault, so that where only the vault is a
     #: volume (FAF's containers) a restart finds the running games again.
@@ -153,6 +159,10 @@ class Settings:
             raise SettingsError(f"log_format must be text or json, not {self.log_format!r}")
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
+        try:
+            TrustedProxies.parse(self.trusted_proxies)
+        except TrustedProxiesError as error:
+            raise SettingsError(str(error)) from None
         if self.require_known_game and not self.db:
             raise SettingsError("require_known_game needs a database (db)")
 

@@ -10,7 +10,9 @@ transports: one behaviour, two transports. Watchers receive binary messages,
 flow control goes through to the TCP socket underneath, and the end is a close
 frame (1000). Frames are passed on as they arrive, never assembled into whole
 messages. With a secret, the handshake must carry a timed HMAC token
-(``signed_url.py``) or is refused with 403.
+(``signed_url.py``) or is refused with 403. Behind a trusted proxy the client
+is the one its ``X-Forwarded-For``/``X-Real-IP`` headers name
+(``client_address.py``): limits and logs see the player, not the proxy.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from typing import Any
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from faf_replay import metrics
-from faf_replay.protocol import ReplayFactory, ReplayProtocol
+from faf_replay.client_address import forwarded_client
+from faf_replay.protocol import ReplayFactory, ReplayProtocol, describe_peer
 from faf_replay.signed_url import SignedUrlError, check_signed_url
 
 log = Logger()
@@ -57,7 +61,7 @@ class MessageTransport:
         self._websocket.dropConnection(abort=True)
 
     def getPeer(self) -> IAddress:
-        return self._websocket.transport.getPeer()
+        return self._websocket.client
 
     def getHost(self) -> IAddress:
         return self._websocket.transport.getHost()
@@ -92,12 +96,20 @@ class WebSocketReplayProtocol(WebSocketServerProtocol):
 
     replay: ReplayProtocol | None = None
     last_read_size = 0
+    #: Who the replay connection is from: the TCP peer, or behind a trusted
+    #: proxy the client its X-Forwarded-For or X-Real-IP names (port unknown: 0).
+    client: IAddress
+
+    def connectionMade(self) -> None:
+        self.client = self.transport.getPeer()
+        super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
         self.last_read_size = len(data)
         super().dataReceived(data)
 
     def onConnect(self, request: Any) -> None:
+        self._find_client(request.headers)
         secret = self.factory.hmac_secret
         if secret is None:
             return
@@ -106,11 +118,22 @@ class WebSocketReplayProtocol(WebSocketServerProtocol):
             check_signed_url(secret, request.path, request.params, now, self.factory.hmac_lifetime)
         except SignedUrlError as error:
             metrics.rejected_connections.labels("bad signed url").inc()
-            log.warn("websocket from {peer} refused: {why}", peer=self.peer, why=str(error))
+            log.warn("websocket from {peer} refused: {why}", peer=describe_peer(self.client), why=str(error))
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "a valid signed URL is required") from None
 
+    def _find_client(self, headers: dict[str, str]) -> None:
+        peer = self.client
+        host = forwarded_client(
+            str(getattr(peer, "host", "")),
+            headers.get("x-forwarded-for"),
+            headers.get("x-real-ip"),
+            self.factory.replay_factory.trusted,
+        )
+        if host != getattr(peer, "host", None):
+            self.client = (IPv6Address if ":" in host else IPv4Address)("TCP", host, 0)
+
     def onOpen(self) -> None:
-        replay = self.factory.replay_factory.buildProtocol(self.transport.getPeer())
+        replay = self.factory.replay_factory.buildProtocol(self.client)
         if replay is None:  # over the connection limits
             self.dropConnection(abort=True)
             return

@@ -65,7 +65,7 @@ class Connections(ProtocolTestCase):
         self.assertEqual(metric("replayserver_rejected_connections_total", reason=reason), before + 50)
         lines = self.logs.matching("refused: too many connections from one address")
         self.assertEqual(len(lines), 1)  # not one per connection
-        self.clock.advance(self.factory.refusal_log_interval)
+        self.clock.advance(self.factory.refusals.interval)
         self.assertIsNone(self.build("192.0.2.1"))
         lines = self.logs.matching("refused: too many connections from one address")
         self.assertIn("50 refused since the last such line", lines[-1])

@@ -110,7 +110,8 @@ class Stress(TestCase):
             port="tcp:0:interface=127.0.0.1:backlog=1024",
             delay="0.3",
             grace="0.5",
-            **{"max-connections-per-address": str(PER_ADDRESS)},
+            # As on the public internet: loopback addresses are no proxies here.
+            **{"max-connections-per-address": str(PER_ADDRESS), "trusted-proxies": "none"},
         )
         for source in IDLE_ADDRESSES:
             yield self.open_hostile(port, source, IDLE_EACH)
