@@ -70,3 +70,7 @@ vault_refuses_hard_links = Gauge(
     "1 once the vault's filesystem refused a hard link (CIFS, exFAT, some FUSE mounts): replays are "
     "then claimed (an empty file) and renamed into place instead of linked.",
 )
+vault_writable = Gauge(
+    "replayserver_vault_writable",
+    "1 when the last check (at startup, then at every /health) could create a file in the vault.",
+)

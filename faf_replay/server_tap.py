@@ -20,6 +20,7 @@ worker threads.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from typing import Any
 
@@ -59,6 +60,7 @@ from faf_replay.services import (
 )
 from faf_replay.settings import Settings
 from faf_replay.spool import Spool, default_open_files
+from faf_replay.vault import vault_refusal
 from faf_replay.web import web_site
 from faf_replay.websocket import WebSocketReplayFactory
 
@@ -85,12 +87,14 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
         reactor.callWhenRunning(freeze_startup_objects)
     if settings.sentry_dsn:
         error_reporting.start(settings.sentry_dsn)
+    _check_vault(settings.vault)
     spool_writer = SpoolWriter(reactor)
     try:
         spool = Spool(settings.spool_directory, spool_writer.submit, spool_files)
     except OSError as error:
         raise SystemExit(
-            f"cannot use the spool directory {settings.spool_directory}: {error.strerror}"
+            f"cannot use the spool directory {settings.spool_directory} as uid {os.geteuid()}: "
+            f"{error.strerror}"
         ) from None
     spool.on_error = _spool_error
     workers = WorkerPool()
@@ -142,6 +146,21 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
     if under_twistd:
         ExitCleanlyOnSignal(reactor).setServiceParent(service)
     return service
+
+
+def _check_vault(vault: str) -> None:
+    """Say at once when the vault will not take a file (FAF's volume belongs
+    to root: a server of another user could write nothing there)."""
+    refusal = vault_refusal(vault)
+    metrics.vault_writable.set(refusal is None)
+    if refusal is not None:
+        log.error(
+            "the vault {vault} is not writable by uid {uid} ({why}): every save fails, and waits in "
+            "the spool, until it is; /health answers 503",
+            vault=os.path.abspath(vault),
+            uid=os.geteuid(),
+            why=refusal,
+        )
 
 
 def _spool_error(error: Exception) -> None:

@@ -40,6 +40,7 @@ import contextlib
 import errno
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,3 +163,15 @@ def _holds_replay(path: Path) -> bool:
         return path.stat().st_size > 0
     except FileNotFoundError:
         return False
+
+
+def vault_refusal(vault: str | os.PathLike[str]) -> str | None:
+    """Why a replay cannot be written into ``vault`` now, or None when a file
+    can be created there (blocking: at startup, or in a thread)."""
+    try:
+        os.makedirs(vault, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=vault, prefix=".health."):
+            pass
+    except OSError as error:
+        return error.strerror or str(error)
+    return None

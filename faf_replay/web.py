@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import tempfile
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.twisted import MetricsResource
 from twisted.internet.threads import deferToThreadPool
 from twisted.web.resource import NoResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from faf_replay import metrics
+from faf_replay.vault import vault_refusal
 
 if TYPE_CHECKING:
     from faf_replay.services import FafReplayService
@@ -120,14 +121,9 @@ def _is_listening(listener: Any) -> bool:
 
 
 def _vault_writable(vault: str) -> bool:
-    """Whether a file can be created in the vault, now (blocking: run in a thread)."""
-    try:
-        os.makedirs(vault, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=vault, prefix=".health."):
-            pass
-    except OSError:
-        return False
-    return True
+    writable = vault_refusal(vault) is None
+    metrics.vault_writable.set(writable)
+    return writable
 
 
 def wants_metrics(accept: bytes | None) -> bool:

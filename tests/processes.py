@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -10,7 +11,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.trial.unittest import TestCase
 
@@ -45,6 +46,12 @@ class Twistd(ProcessProtocol):
             if self._listening is not None:
                 self._listening.callback(self.port)
 
+    @property
+    def ports(self) -> dict[str, int]:
+        """Every port it listens on, by factory: ``ReplayFactory``, ``WebSocketReplayFactory``, ``Site``."""
+        found = re.findall(rb"(\w+)(?: \(PROXY\))? starting on (\d+)", self.output)
+        return {name.decode(): int(port) for name, port in found}
+
     errReceived = outReceived
 
     def processEnded(self, reason) -> None:
@@ -56,19 +63,33 @@ class Twistd(ProcessProtocol):
         self.exited.callback(code)
 
 
-def run_twistd(test: TestCase, cwd: str, *args: str, env: dict[str, str] | None = None) -> Twistd:
+def run_twistd(
+    test: TestCase,
+    cwd: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    as_is: bool = False,
+    uid: int | None = None,
+) -> Twistd:
     """Start ``twistd -n faf-replay *args`` in ``cwd`` with this checkout's code;
-    killed after the test if still running. ``protocol.process`` signals it."""
+    killed after the test if still running. ``protocol.process`` signals it.
+    Unless ``as_is``, the HTTP port is off (no fixed port taken by the tests);
+    ``uid`` runs it as that user (and its own group)."""
     protocol = Twistd()
     environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    if not any(arg.startswith("--http-port") for arg in args) and "--help" not in args:
-        args = (*args, "--http-port=off")  # no fixed port taken by the tests
+    if not as_is and not any(arg.startswith("--http-port") for arg in args) and "--help" not in args:
+        args = (*args, "--http-port=off")
     argv = [*TWISTD, "-n", "--pidfile=", "faf-replay", *args]
-    protocol.process = reactor.spawnProcess(protocol, sys.executable, argv, env=environment, path=cwd)
+    executable = sys.executable
+    if uid is not None:  # setpriv (util-linux) drops root's rights and groups before Python starts
+        executable = "/usr/bin/setpriv"
+        argv = [executable, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", sys.executable, *argv[1:]]
+    protocol.process = reactor.spawnProcess(protocol, executable, argv, env=environment, path=cwd)
 
     def kill_leftover():
         if not protocol.exited.called:
-            protocol.process.signalProcess("KILL")
+            with contextlib.suppress(ProcessExitedAlready):  # it exited; the news is on its way
+                protocol.process.signalProcess("KILL")
             return protocol.exited
         return None
 

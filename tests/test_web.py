@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import shutil
 
 from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.parser import text_string_to_metric_families
@@ -15,6 +15,7 @@ from twisted.web.http_headers import Headers
 
 from faf_replay.web import wants_metrics
 from tests.clients import Uploader, Watcher, connect, start_server, until
+from tests.metrics import metric
 from tests.recordings import recording
 
 HTTP = {"http-port": "tcp:0:interface=127.0.0.1"}
@@ -149,12 +150,13 @@ class Health(WebTestCase):
     def test_unwritable_vault(self):
         service, _, http = yield self.start(spool=self.mktemp())  # not in the vault this time
         vault = service.registry.settings.vault
-        os.makedirs(os.path.dirname(vault), exist_ok=True)
+        shutil.rmtree(vault)  # made at startup, when it was writable
         with open(vault, "w") as file:
             file.write("a file where the vault should be")
         code, _, body = yield get(http, "/health")
         self.assertEqual(code, 503)
         self.assertEqual(json.loads(body)["vault_writable"], False)
+        self.assertEqual(metric("replayserver_vault_writable"), 0)
 
     @inlineCallbacks
     def test_database_down(self):
