@@ -94,7 +94,9 @@ class ExitCleanlyOnSignal(Service):
     Twisted's own handlers make twistd re-raise the signal once the reactor has
     stopped, so the process dies "by SIGTERM" even after a clean shutdown. A
     server that saved every replay has succeeded; say so to the supervisor.
-    The handlers go in once the reactor runs (it installs its own first).
+    The handlers go in at once (the ports already listen: a signal before the
+    reactor runs would otherwise kill the process outright) and again right
+    after the reactor has installed its own, as it starts.
     """
 
     def __init__(self, reactor: Any) -> None:
@@ -102,7 +104,11 @@ class ExitCleanlyOnSignal(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._reactor.callWhenRunning(self._install)
+        self._install()
+        if not self._reactor.running:
+            # The reactor's own go in with its first "during startup" trigger;
+            # this one comes after it, before anything "after startup".
+            self._reactor.addSystemEventTrigger("during", "startup", self._install)
 
     def _install(self) -> None:
         for number in (signal.SIGTERM, signal.SIGINT):
