@@ -19,9 +19,9 @@ ENDED = STARTED + 1928 // 10
 
 
 class FafDatabase:
-    def __init__(self, test: TestCase) -> None:
+    def __init__(self, test: TestCase, name: str | None = None) -> None:
         self.server = mariadb.server()
-        self.name = mariadb.fresh_database()
+        self.name = mariadb.fresh_database(name)
         test.addCleanup(mariadb.drop_database, self.name)
         self.connection = self._connect()
         test.addCleanup(self.close)

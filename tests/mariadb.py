@@ -168,11 +168,13 @@ def server() -> MariaDBServer:
     return _server
 
 
-def fresh_database() -> str:
-    """A new database with FAF's tables, for one test; the faf_replay user may use it."""
+def fresh_database(name: str | None = None) -> str:
+    """A new database with FAF's tables, for one test; the faf_replay user may use it.
+    ``name``: that name (FAF's own, ``faf_lobby``), replacing what a test left."""
     db = server()
-    name = f"faf_test_{os.getpid()}_{next(_databases)}"
+    name = name or f"faf_test_{os.getpid()}_{next(_databases)}"
     db.sql(
+        f"DROP DATABASE IF EXISTS `{name}`;"
         f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;"
         f"GRANT ALL ON `{name}`.* TO '{USER}'@'127.0.0.1';"
         f"GRANT ALL ON `{name}`.* TO '{USER}'@'localhost';"
@@ -184,3 +186,14 @@ def fresh_database() -> str:
 def drop_database(name: str) -> None:
     if _server is not None and _server.process is not None:
         _server.sql(f"DROP DATABASE IF EXISTS `{name}`;", check=False)
+
+
+def user(name: str, password: str, database: str) -> None:
+    """A login of the server's own (as FAF's ``faf-legacy-live-replay-server``) for ``database``."""
+    db = server()
+    for host in ("127.0.0.1", "localhost"):
+        db.sql(
+            f"DROP USER IF EXISTS '{name}'@'{host}';"
+            f"CREATE USER '{name}'@'{host}' IDENTIFIED BY '{password}';"
+            f"GRANT ALL ON `{database}`.* TO '{name}'@'{host}';"
+        )

@@ -70,13 +70,15 @@ def run_twistd(
     env: dict[str, str] | None = None,
     as_is: bool = False,
     uid: int | None = None,
+    replace_environment: bool = False,
 ) -> Twistd:
     """Start ``twistd -n faf-replay *args`` in ``cwd`` with this checkout's code;
     killed after the test if still running. ``protocol.process`` signals it.
     Unless ``as_is``, the HTTP port is off (no fixed port taken by the tests);
-    ``uid`` runs it as that user (and its own group)."""
+    ``uid`` runs it as that user (and its own group); ``replace_environment``
+    gives it ``env`` alone instead of the test's environment and ``env``."""
     protocol = Twistd()
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    environment = {**({} if replace_environment else os.environ), **(env or {}), "PYTHONPATH": str(ROOT)}
     if not as_is and not any(arg.startswith("--http-port") for arg in args) and "--help" not in args:
         args = (*args, "--http-port=off")
     argv = [*TWISTD, "-n", "--pidfile=", "faf-replay", *args]
