@@ -23,6 +23,13 @@ _V2_FIXED = 16  # signature, version and command, family, length
 V2_LIMIT = _V2_FIXED + 4096
 
 
+#: v2 address families we read: TCP over IPv4, TCP over IPv6 (the address's class and size).
+_TCP: dict[int, tuple[type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address], int]] = {
+    0x11: (ipaddress.IPv4Address, 4),
+    0x21: (ipaddress.IPv6Address, 16),
+}
+
+
 class ProxyHeaderError(ValueError):
     pass
 
@@ -97,19 +104,12 @@ def parse_v2(version_command: int, family: int, body: bytes) -> ProxiedClient:
         return ProxiedClient(None)
     if command != 1:
         raise ProxyHeaderError(f"PROXY v2 header with command {command}")
-    if family == 0x11:  # TCP over IPv4
-        if len(body) < 12:
-            raise ProxyHeaderError("PROXY v2 IPv4 addresses cut short")
-        source = str(ipaddress.IPv4Address(body[0:4]))
-        port = struct.unpack_from("!H", body, 8)[0]
-        return ProxiedClient((source, port))
-    if family == 0x21:  # TCP over IPv6
-        if len(body) < 36:
-            raise ProxyHeaderError("PROXY v2 IPv6 addresses cut short")
-        source = str(ipaddress.IPv6Address(body[0:16]))
-        port = struct.unpack_from("!H", body, 32)[0]
-        return ProxiedClient((source, port))
-    return ProxiedClient(None)  # unspecified, UDP or a unix socket: nothing we can use
+    if family not in _TCP:
+        return ProxiedClient(None)  # unspecified, UDP or a unix socket: nothing we can use
+    address, size = _TCP[family]
+    if len(body) < 2 * size + 4:  # source, destination, their ports
+        raise ProxyHeaderError(f"PROXY v2 IPv{address.version} addresses cut short")
+    return ProxiedClient((str(address(body[:size])), struct.unpack_from("!H", body, 2 * size)[0]))
 
 
 def _ip(text: str, version: int, line: str) -> str:
