@@ -23,11 +23,8 @@ _V2_FIXED = 16  # signature, version and command, family, length
 V2_LIMIT = _V2_FIXED + 4096
 
 
-#: v2 address families we read: TCP over IPv4, TCP over IPv6 (the address's class and size).
-_TCP: dict[int, tuple[type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address], int]] = {
-    0x11: (ipaddress.IPv4Address, 4),
-    0x21: (ipaddress.IPv6Address, 16),
-}
+#: v2 address families we read: TCP over IPv4, TCP over IPv6 (an address's size).
+_TCP = {0x11: 4, 0x21: 16}
 
 
 class ProxyHeaderError(ValueError):
@@ -106,10 +103,11 @@ def parse_v2(version_command: int, family: int, body: bytes) -> ProxiedClient:
         raise ProxyHeaderError(f"PROXY v2 header with command {command}")
     if family not in _TCP:
         return ProxiedClient(None)  # unspecified, UDP or a unix socket: nothing we can use
-    address, size = _TCP[family]
+    size = _TCP[family]
     if len(body) < 2 * size + 4:  # source, destination, their ports
-        raise ProxyHeaderError(f"PROXY v2 IPv{address.version} addresses cut short")
-    return ProxiedClient((str(address(body[:size])), struct.unpack_from("!H", body, 2 * size)[0]))
+        raise ProxyHeaderError(f"PROXY v2 IPv{4 if size == 4 else 6} addresses cut short")
+    source = ipaddress.ip_address(body[:size])  # 4 bytes make an IPv4 address, 16 an IPv6 one
+    return ProxiedClient((str(source), struct.unpack_from("!H", body, 2 * size)[0]))
 
 
 def _ip(text: str, version: int, line: str) -> str:
