@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from faf_replay.database import Database
-from faf_replay.game import FinishedReplay
+from faf_replay.finished import FinishedReplay
 from faf_replay.saving import Saver
 from faf_replay.settings import Settings
 from tests.recordings import recording, split

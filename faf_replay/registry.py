@@ -20,7 +20,8 @@ from twisted.python.failure import Failure
 
 from faf_replay import metrics
 from faf_replay.database import Database, DatabaseError, GameStatus
-from faf_replay.game import Game, Refusal, SaveFunction, State
+from faf_replay.finished import SaveFunction
+from faf_replay.game import Game, Refusal, State
 from faf_replay.settings import Settings
 from faf_replay.spool import GameSpool, Spool
 from faf_replay.stream import UploadStream

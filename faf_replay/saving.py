@@ -32,7 +32,7 @@ from twisted.python.threadpool import ThreadPool
 from faf_replay import metrics
 from faf_replay.bookkeeping import Bookkeeper
 from faf_replay.database import MOD_NAME, Database, DatabaseError, GameRecord
-from faf_replay.game import FinishedReplay, SaveOutcome
+from faf_replay.finished import FinishedReplay, SaveOutcome
 from faf_replay.metadata import database_metadata, standalone_metadata
 from faf_replay.outbox import Entry
 from faf_replay.settings import Settings

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred, succeed
 
-from faf_replay.game import FinishedReplay, Game, SaveOutcome
+from faf_replay.finished import FinishedReplay, SaveOutcome
+from faf_replay.game import Game
 
 
 class FakeUploader:

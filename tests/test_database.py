@@ -11,7 +11,7 @@ from twisted.trial.unittest import TestCase
 from faf_replay.bookkeeping import Bookkeeper
 from faf_replay.database import Database, DatabaseError, GameRecord
 from faf_replay.database_config import DatabaseConfig
-from faf_replay.game import FinishedReplay, SaveOutcome
+from faf_replay.finished import FinishedReplay, SaveOutcome
 from faf_replay.metadata import database_metadata
 from faf_replay.outbox import Outbox
 from faf_replay.saving import Saver

@@ -1,7 +1,8 @@
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.game import SAVE_RETRY_FIRST, SAVE_RETRY_MAX, Game, Refusal, SaveOutcome, State
+from faf_replay.finished import SaveOutcome
+from faf_replay.game import SAVE_RETRY_FIRST, SAVE_RETRY_MAX, Game, Refusal, State
 from faf_replay.registry import GameRegistry
 from faf_replay.settings import Settings
 from tests.fakes import FakeUploader, FakeWatcher, Saves

@@ -7,7 +7,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from faf_replay import saving
-from faf_replay.game import FinishedReplay, SaveOutcome
+from faf_replay.finished import FinishedReplay, SaveOutcome
 from faf_replay.outbox import Entry, Outbox
 from faf_replay.saving import Saver
 from faf_replay.settings import Settings

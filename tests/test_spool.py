@@ -7,7 +7,8 @@ from pathlib import Path
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.game import SaveOutcome, State
+from faf_replay.finished import SaveOutcome
+from faf_replay.game import State
 from faf_replay.registry import GameRegistry
 from faf_replay.services import SpoolSync
 from faf_replay.settings import Settings
