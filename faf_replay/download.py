@@ -7,7 +7,9 @@ socket's buffer is full the transport pauses it and it stops reading from the
 game, so a slow watcher costs a bounded buffer and slows nobody else. The bytes
 themselves live once, in the game. After the last byte the connection stays
 open a moment (``linger``) before it closes: FA may lose the end of a replay
-otherwise.
+otherwise. A watcher whose socket stays full while it acknowledges nothing for
+``watcher_stall_timeout`` (a frozen or dead viewer) is closed; one that reads,
+however slowly, is not.
 """
 
 from __future__ import annotations
@@ -20,19 +22,27 @@ from zope.interface import implementer
 
 from faf_replay import metrics
 from faf_replay.game import Game
+from faf_replay.keepalive import acknowledged, describe_loss, verdict
+from faf_replay.settings import Settings
 
 log = Logger()
 
 
 @implementer(IPushProducer)
 class DownloadProtocol(Protocol):
-    def __init__(self, game: Game, name: str, peer: str, clock: IReactorTime, linger: float) -> None:
+    def __init__(self, game: Game, name: str, peer: str, clock: IReactorTime, settings: Settings) -> None:
         self.game = game
         self.name = name
         self.peer = peer
         self._clock = clock
-        self._linger = linger
+        self._settings = settings
+        self._linger = settings.linger
         self._paused = False
+        #: The socket took bytes (or we had none to give) at this time.
+        self._progress_at = clock.seconds()
+        #: A check of a full socket: when due, what the peer had acknowledged then.
+        self._stall_check: IDelayedCall | None = None
+        self._acknowledged: int | None = None
         self._header_sent = False
         self._position = 0  # body bytes sent
         self.sent = 0  # all bytes sent
@@ -74,6 +84,8 @@ class DownloadProtocol(Protocol):
             data = game.read(self._position, game.visible)
             self._position += len(data)
             self._write(data)
+        if not self._paused:
+            self._progress_at = self._clock.seconds()  # all it may have so far is on its way
         if game.finished and self._position >= game.visible:
             self._all_sent()
 
@@ -93,13 +105,48 @@ class DownloadProtocol(Protocol):
         self.transport.unregisterProducer()
         self.transport.loseConnection()
 
+    # -- a watcher that stopped reading ----------------------------------------
+
+    def _watch_stall(self) -> None:
+        """The socket is full: check, ``watcher_stall_timeout`` from now, that the
+        watcher acknowledged something meanwhile (one timer at a time, however
+        often a slow watcher fills its socket)."""
+        timeout = self._settings.watcher_stall_timeout
+        if timeout and self._stall_check is None and not self._closed:
+            self._acknowledged = acknowledged(self.transport)
+            self._stall_check = self._clock.callLater(timeout, self._check_stall)
+
+    def _check_stall(self) -> None:
+        self._stall_check = None
+        if not self._paused or self._closed:
+            return  # it drained: a slow watcher, alive
+        now_acknowledged = acknowledged(self.transport)
+        moved = now_acknowledged is not None and now_acknowledged != self._acknowledged
+        if moved or self._clock.seconds() - self._progress_at < self._settings.watcher_stall_timeout:
+            self._watch_stall()  # slow but alive: look again later
+            return
+        metrics.stalled_watchers.inc()
+        log.warn(
+            "game {game_id}: watcher {name!r} from {peer} acknowledged nothing for {timeout:g} s while "
+            "its socket stayed full; closed",
+            game_id=self.game.game_id,
+            name=self.name,
+            peer=self.peer,
+            timeout=self._settings.watcher_stall_timeout,
+        )
+        self._closed = True
+        self.transport.unregisterProducer()
+        self.transport.abortConnection()  # it reads nothing: a close would wait for it forever
+
     # -- IPushProducer --------------------------------------------------------
 
     def pauseProducing(self) -> None:
         self._paused = True
+        self._watch_stall()
 
     def resumeProducing(self) -> None:
         self._paused = False
+        self._progress_at = self._clock.seconds()
         if not self._closed:
             self._send()
 
@@ -109,16 +156,22 @@ class DownloadProtocol(Protocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         metrics.active_connections.labels("reader").dec()
         metrics.served_connections.labels(metrics.SUCCESS).inc()
-        if self._closing is not None and self._closing.active():
-            self._closing.cancel()
+        for call in (self._closing, self._stall_check):
+            if call is not None and call.active():
+                call.cancel()
         self._closed = True
         self.game.remove_watcher(self)
         complete = self.game.finished and self._position >= self.game.visible
+        silent_for = self._clock.seconds() - self._progress_at
+        lost = verdict(reason, silent_for, self._settings)
+        if lost is not None:
+            metrics.lost_connections.labels("reader", lost).inc()
         log.info(
-            "game {game_id}: watcher {name!r} from {peer} left after {sent} bytes ({how})",
+            "game {game_id}: watcher {name!r} from {peer} left after {sent} bytes ({how}){loss}",
             game_id=self.game.game_id,
             name=self.name,
             peer=self.peer,
             sent=self.sent,
             how="whole replay sent" if complete else "before the end",
+            loss=describe_loss(lost, silent_for),
         )

@@ -32,11 +32,12 @@ from twisted.python.failure import Failure
 from faf_replay import metrics
 from faf_replay.delay import DelayWindow
 from faf_replay.finished import FinishedReplay, SaveFunction, SaveOutcome
-from faf_replay.merge import QuorumMerge, StallRule
+from faf_replay.merge import QuorumMerge
 from faf_replay.metadata import login_from_name
 from faf_replay.settings import Settings
 from faf_replay.spool import GameSpool
 from faf_replay.stream import RawStore, UploadStream
+from faf_replay.waiting import Waiting
 
 log = Logger()
 
@@ -111,7 +112,9 @@ class Game:
         self.recorder: str | None = None
 
         self._merge = QuorumMerge(settings.quorum)
-        self._stall_rule = StallRule(settings.stall_timeout)
+        self._waiting = Waiting(game_id, settings)
+        #: Uploads of this game that have left (recovered ones included).
+        self._left = 0
         self._window = DelayWindow(settings.delay)
         self._longest = 0
         self._first_body_at: float | None = None
@@ -162,6 +165,7 @@ class Game:
     def add_recovered(self, stream: UploadStream) -> None:
         """An upload a previous run spooled; it has ended, but counts like any other."""
         self._recovered = True
+        self._left += 1
         if self.recorder is None:
             self.recorder = login_from_name(stream.name)
         self._streams.append(stream)
@@ -212,8 +216,15 @@ class Game:
         if uploader not in self._uploads:
             return
         self._uploads.discard(uploader)
-        if self.state is State.ACCEPTING and not self._uploads:
+        self._waiting.silent.discard(uploader)
+        self._left += 1
+        if self.state is State.ACCEPTING and not self._holding and self._grace_call is None:
             self._grace_call = self._start_grace()
+
+    @property
+    def _holding(self) -> bool:
+        """Some upload holds the write phase open: connected, and not silenced."""
+        return len(self._uploads) > len(self._waiting.silent)
 
     def _start_grace(self) -> IDelayedCall:
         grace = self._settings.grace
@@ -303,33 +314,14 @@ class Game:
         self._window.record(now, self._longest)
         limit = self._window.limit(now) if self._uploads else None
         self._advance(limit)
-        if self._apply_stall_rule(now):
+        if self._waiting.stalls(now, self._merge, self._streams):
             self._advance(limit)
-
-    def _apply_stall_rule(self, now: float) -> bool:
-        """Stop waiting for uploads that held the merge back too long; True if any."""
-        merge = self._merge
-        for stream in self._streams:
-            if stream.stalled and len(stream.body) > merge.length:
-                stream.stalled = False
-                log.info(
-                    "game {game_id}: upload {name!r} caught up after a stall; it votes again",
-                    game_id=self.game_id,
-                    name=stream.name,
-                )
-        overdue = self._stall_rule.update(now, merge.waiting_on, merge.wanted)
-        for stream in overdue:
-            assert isinstance(stream, UploadStream)
-            stream.stalled = True
-            metrics.stalled_uploads.inc()
-            log.warn(
-                "game {game_id}: upload {name!r} held the replay back for {timeout:g} s; "
-                "no longer waiting for it",
-                game_id=self.game_id,
-                name=stream.name,
-                timeout=self._stall_rule.timeout,
-            )
-        return bool(overdue)
+        self._waiting.silences(now, self._uploads, others_left=self._left > 0)
+        if self._holding and self._grace_call is not None:
+            self._grace_call.cancel()  # a silent last upload sends again
+            self._grace_call = None
+        elif not self._holding and self._grace_call is None:
+            self._grace_call = self._start_grace()  # as if it had left
 
     def _advance(self, limit: int | None, visible_cap: int | None = None) -> None:
         """Merge up to ``limit`` and show watchers what was merged, or at most ``visible_cap``."""

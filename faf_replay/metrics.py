@@ -74,3 +74,17 @@ vault_writable = Gauge(
     "replayserver_vault_writable",
     "1 when the last check (at startup, then at every /health) could create a file in the vault.",
 )
+lost_connections = Counter(
+    "replayserver_lost_connections",
+    "Uploads and watchers whose connection ended without a clean close, by category (writer, "
+    "reader) and verdict: 'no answer' (silent until TCP keepalive gave up: the peer vanished) or 'reset'.",
+    ["category", "verdict"],
+)
+silent_uploads = Counter(
+    "replayserver_silent_uploads",
+    "Uploads that stopped holding their game open: silent for silent_upload_timeout after every other left.",
+)
+stalled_watchers = Counter(
+    "replayserver_stalled_watchers",
+    "Watchers closed for acknowledging nothing for watcher_stall_timeout while their socket stayed full.",
+)

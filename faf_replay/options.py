@@ -42,6 +42,13 @@ HELP = {
     "zstd_level": "zstd level of saved replays (1-22)",
     "stall_timeout": "seconds the merge waits for one uploader before it stops counting it as a voter",
     "linger": "seconds a watcher's connection stays open after its last byte",
+    "keepalive_idle": "seconds of silence before TCP keepalive probes a connection (0: no keepalive)",
+    "keepalive_interval": "seconds between TCP keepalive probes",
+    "keepalive_count": "unanswered keepalive probes before the kernel closes a connection",
+    "silent_upload_timeout": "seconds the last upload of a game may stay silent after every other "
+    "left before the game ends without it (0: never)",
+    "watcher_stall_timeout": "seconds a watcher's socket may stay full without it acknowledging "
+    "a byte before it is closed (0: never)",
     "drain_timeout": "seconds a saved game waits for slow watchers before closing them",
     "replay_header_timeout": "seconds from P/…\\0 to a complete replay header",
     "max_upload_bytes": "bytes one upload may send",

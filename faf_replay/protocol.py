@@ -123,7 +123,7 @@ class ReplayProtocol(Protocol):
                 assert refusal is not None
                 self._refuse(header, refusal.label, f"cannot watch game {header.game_id}: {refusal.detail}")
                 return
-            download = DownloadProtocol(game, header.name, self.peer, self._clock, settings.linger)
+            download = DownloadProtocol(game, header.name, self.peer, self._clock, settings)
             game.add_watcher(download)
             sub = download
         log.debug(

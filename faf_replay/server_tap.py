@@ -10,7 +10,8 @@
     ├── GameRegistry     every running game; one timer for all of them
     ├── listener "game"       strports endpoint serving ReplayFactory (TCP), unless off
     ├── listener "websocket"  with --ws-port: the same over WebSocket
-    └── listener "http"       with --http-port: /metrics, /health, /games, /
+    ├── listener "http"       with --http-port: /metrics, /health, /games, /
+    └── KeepaliveOnListeners  TCP keepalive on every listening socket
 
 and on shutdown stops accepting first, then ends and saves every game, then
 syncs what stays in the spool, then closes the database pool, then stops the
@@ -41,6 +42,7 @@ from faf_replay import error_reporting, metrics
 from faf_replay.bookkeeping import Bookkeeper
 from faf_replay.client_address import TrustedProxies
 from faf_replay.database import Database, DatabaseMonitor
+from faf_replay.keepalive import Keepalive
 from faf_replay.limits import connections_that_fit
 from faf_replay.options import Options
 from faf_replay.outbox import Outbox
@@ -51,6 +53,7 @@ from faf_replay.saving import Saver
 from faf_replay.services import (
     ExitCleanlyOnSignal,
     FafReplayService,
+    KeepaliveOnListeners,
     ReactorLagProbe,
     SpoolSync,
     SpoolWriter,
@@ -142,6 +145,7 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
         site = web_site(service, reactor)
         service.listeners["http"] = listener(settings.http_port, site)
         service.listeners["http"].setServiceParent(service)
+    KeepaliveOnListeners(service.listeners, Keepalive.from_settings(settings)).setServiceParent(service)
     ReactorLagProbe(reactor).setServiceParent(service)
     if under_twistd:
         ExitCleanlyOnSignal(reactor).setServiceParent(service)

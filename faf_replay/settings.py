@@ -64,6 +64,21 @@ class Settings:
     stall_timeout: float = 60.0
     #: Seconds a watcher's connection stays open after its last byte.
     linger: float = 1.0
+    #: TCP keepalive on every accepted connection: seconds of silence before the
+    #: first probe (0: off), seconds between probes, unanswered probes before
+    #: the kernel closes the connection. A peer that vanished (power, Wi-Fi, a
+    #: NAT box that forgot it: no FIN, no RST) is found after idle +
+    #: interval x count seconds, also while we wait for it to acknowledge data.
+    keepalive_idle: float = 60.0
+    keepalive_interval: float = 10.0
+    keepalive_count: int = 6
+    #: Seconds the last connected upload of a game may stay silent, once every
+    #: other upload of the game has left, before it stops holding the game's
+    #: write phase open (0: never).
+    silent_upload_timeout: float = 300.0
+    #: Seconds a watcher's socket may stay full without the watcher
+    #: acknowledging a byte before it is closed (0: never).
+    watcher_stall_timeout: float = 120.0
     #: Seconds a finished game waits for its slowest watchers before closing them.
     drain_timeout: float = 3600.0
     #: Seconds from ``P/…\0`` to a complete replay header.
@@ -116,7 +131,14 @@ class Settings:
         for name in ("port", "ws_port", "http_port"):
             if getattr(self, name) in ("", "off", "none"):
                 object.__setattr__(self, name, None)
-        for name in ("delay", "grace", "linger"):
+        for name in (
+            "delay",
+            "grace",
+            "linger",
+            "keepalive_idle",
+            "silent_upload_timeout",
+            "watcher_stall_timeout",
+        ):
             _check_duration(name, getattr(self, name), allow_zero=True)
         for name in (
             "sample_interval",
@@ -131,6 +153,7 @@ class Settings:
             "replay_header_timeout",
             "ws_handshake_timeout",
             "ws_hmac_lifetime",
+            "keepalive_interval",
         ):
             _check_duration(name, getattr(self, name), allow_zero=False)
         if self.quorum < 1:
@@ -142,6 +165,7 @@ class Settings:
             "max_connections_per_address",
             "max_connections",
             "db_pool_size",
+            "keepalive_count",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}")

@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 
 from faf_replay import metrics
 from faf_replay.game import Game
+from faf_replay.keepalive import describe_loss, verdict
 from faf_replay.settings import Settings
 from faf_replay.stream import ReplayHeaderError, UploadStream
 
@@ -41,10 +42,13 @@ class UploadProtocol(Protocol):
         self._clock = clock
         self._max_bytes = settings.max_upload_bytes
         self._header_timeout = settings.replay_header_timeout
+        self._settings = settings
         self._header_call: IDelayedCall | None = None
         self._closed_because: str | None = None
         self._paused = False
         self._lost = False
+        #: When the player's game last sent something (a silent one may have vanished).
+        self.last_data_at = clock.seconds()
 
     def connectionMade(self) -> None:
         metrics.active_connections.labels("writer").inc()
@@ -52,6 +56,7 @@ class UploadProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         metrics.received_bytes.inc(len(data))
+        self.last_data_at = self._clock.seconds()
         stream = self.stream
         if self._closed_because is not None:
             return
@@ -130,11 +135,16 @@ class UploadProtocol(Protocol):
             else:
                 outcome = "ended"
             metrics.served_connections.labels(metrics.SUCCESS).inc()
+        silent_for = self._clock.seconds() - self.last_data_at
+        lost = verdict(reason, silent_for, self._settings)
+        if lost is not None:
+            metrics.lost_connections.labels("writer", lost).inc()
         log.info(
-            "game {game_id}: upload {name!r} from {peer} {outcome} after {received} bytes",
+            "game {game_id}: upload {name!r} from {peer} {outcome} after {received} bytes{how}",
             game_id=self.game.game_id,
             name=stream.name,
             peer=self.peer,
             outcome=outcome,
             received=stream.received,
+            how=describe_loss(lost, silent_for),
         )

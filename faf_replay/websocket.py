@@ -66,6 +66,10 @@ class MessageTransport:
     def getHost(self) -> IAddress:
         return self._websocket.transport.getHost()
 
+    def getHandle(self) -> Any:
+        """The socket underneath (for what the kernel knows of the connection)."""
+        return self._websocket.transport.getHandle()
+
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         self._websocket.transport.registerProducer(producer, streaming)
 

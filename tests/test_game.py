@@ -353,6 +353,92 @@ class StallRule(GameTestCase):
         self.assertEqual(uploaders[0].stream.body, b"")
 
 
+class SilentUploads(GameTestCase):
+    """A silent last upload stops holding the game open; a pause never ends a game."""
+
+    def play(self, *uploaders, body_bytes: int, pieces: int = 10):
+        """Every uploader sends the header and ``body_bytes`` of body, a piece a second."""
+        header, body = split(recording("example"))
+        size = -(-body_bytes // pieces)
+        for n, piece in enumerate(chunks(body[:body_bytes], [size])):
+            for uploader in uploaders:
+                uploader.send((header if n == 0 else b"") + piece)
+            self.tick()
+
+    def test_a_frozen_last_upload_ends_the_game_after_the_timeout_and_grace(self):
+        header, body = split(recording("example"))
+        finished, frozen = self.uploader("finished"), self.uploader("frozen")
+        self.play(finished, frozen, body_bytes=20_000)  # 10 s of game
+        finished.send(body[20_000:])  # the rest, then the player leaves
+        self.tick()
+        finished.leave()
+        silenced = metric("replayserver_silent_uploads_total")
+        self.tick(1, times=int(self.settings.silent_upload_timeout) - 2)
+        self.assertEqual(metric("replayserver_silent_uploads_total"), silenced)
+        self.tick(1, times=2)  # silent for the timeout since its last byte (second 10)
+        self.assertEqual(metric("replayserver_silent_uploads_total"), silenced + 1)
+        [line] = self.logs.matching("sent nothing for 300 s after every other upload left")
+        self.assertIn("upload 'frozen'", line)
+        self.tick(1, times=int(self.settings.grace) - 2)  # the grace runs from second 310
+        self.assertIs(self.game.state, State.ACCEPTING)
+        self.tick(1, times=2)
+        self.assertIs(self.game.state, State.DONE)
+        self.assertTrue(frozen.closed)
+        self.assertEqual(self.saves.replays[0].header + self.saves.bodies[0], header + body)
+
+    def test_a_long_pause_with_every_player_connected_never_ends_the_game(self):
+        _, body = split(recording("example"))
+        players = [self.uploader(f"p{n}") for n in range(3)]
+        self.play(*players, body_bytes=10_000)
+        self.tick(10, times=6 * 60)  # an hour of pause: nobody sends anything
+        self.assertIs(self.game.state, State.ACCEPTING)
+        players[0].leave()  # one gives up; the other two are still paused
+        self.tick(10, times=6 * 60)
+        self.assertIs(self.game.state, State.ACCEPTING)
+        for player in players[1:]:
+            player.send(body[10_000:])
+        self.tick()
+        for player in players[1:]:
+            player.leave()
+        self.tick(1, times=int(self.settings.grace) + 1)
+        self.assertEqual(self.saves.bodies, [body])
+        self.assertEqual(self.logs.matching("sent nothing for"), [])
+
+    def test_a_game_only_one_player_uploads_is_not_ended_by_silence(self):
+        """A game against the AI, paused for an hour."""
+        alone = self.uploader("alone")
+        self.play(alone, body_bytes=5_000)
+        self.tick(10, times=6 * 60)
+        self.assertIs(self.game.state, State.ACCEPTING)
+
+    def test_a_silent_upload_that_sends_again_holds_the_game_open_again(self):
+        _, body = split(recording("example"))
+        left, paused = self.uploader("left"), self.uploader("paused")
+        self.play(left, paused, body_bytes=10_000)
+        left.leave()
+        self.tick(1, times=int(self.settings.silent_upload_timeout) + 10)  # silenced; the grace runs
+        self.assertEqual(len(self.logs.matching("upload 'paused' from ? sent nothing")), 1)
+        paused.send(body[10_000:20_000])
+        self.tick(1, times=int(self.settings.grace) + 5)
+        self.assertIs(self.game.state, State.ACCEPTING)
+        self.assertEqual(len(self.logs.matching("upload 'paused' sends again")), 1)
+        paused.send(body[20_000:])
+        paused.leave()
+        self.tick(1, times=int(self.settings.grace) + 1)
+        self.assertEqual(self.saves.bodies, [body])
+
+
+class SilentUploadsOff(GameTestCase):
+    settings = SETTINGS.replace(silent_upload_timeout=0)
+
+    def test_zero_turns_the_rule_off(self):
+        left, frozen = self.uploader("left"), self.uploader("frozen")
+        left.leave()
+        self.tick(10, times=6 * 60)
+        self.assertIs(self.game.state, State.ACCEPTING)
+        self.assertFalse(frozen.closed)
+
+
 class Registry(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()

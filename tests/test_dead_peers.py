@@ -1,0 +1,168 @@
+"""Dead peers, in pieces: keepalive options, the verdict on a lost connection, the
+silence rule, and watchers that stop reading (byte by byte, on a fake clock).
+
+The same behaviours over real sockets, with packets really lost or
+blackholed, are in ``test_network.py``.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from faf_replay.keepalive import Keepalive, acknowledged, describe_loss, verdict
+from faf_replay.settings import Settings
+from faf_replay.silence import SilenceRule
+from tests.metrics import metric
+from tests.recordings import recording
+from tests.test_protocol import SETTINGS, ProtocolTestCase
+
+
+class Options(SynchronousTestCase):
+    def test_the_defaults_find_a_dead_peer_within_two_minutes(self):
+        keepalive = Keepalive.from_settings(Settings())
+        self.assertEqual((keepalive.idle, keepalive.interval, keepalive.count), (60, 10, 6))
+        self.assertEqual(keepalive.detection, 120)
+
+    def test_a_listening_socket_hands_them_to_what_it_accepts(self):
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        Keepalive(idle=7, interval=3, count=4).apply(listener)
+        client = socket.create_connection(listener.getsockname())
+        self.addCleanup(client.close)
+        accepted, _ = listener.accept()
+        self.addCleanup(accepted.close)
+        tcp = socket.IPPROTO_TCP
+        self.assertEqual(
+            [
+                accepted.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                accepted.getsockopt(tcp, socket.TCP_KEEPIDLE),
+                accepted.getsockopt(tcp, socket.TCP_KEEPINTVL),
+                accepted.getsockopt(tcp, socket.TCP_KEEPCNT),
+                accepted.getsockopt(tcp, socket.TCP_USER_TIMEOUT),
+            ],
+            [1, 7, 3, 4, 19_000],
+        )
+
+    def test_zero_idle_turns_keepalive_off(self):
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        Keepalive(idle=0, interval=10, count=6).apply(listener)
+        self.assertEqual(listener.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), 0)
+
+    def test_acknowledged_bytes_from_the_kernel(self):
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client = socket.create_connection(listener.getsockname())
+        self.addCleanup(client.close)
+        accepted, _ = listener.accept()
+        self.addCleanup(accepted.close)
+
+        class Transport:
+            def getHandle(self):
+                return accepted
+
+        self.assertEqual(acknowledged(Transport()), 0)
+        accepted.sendall(b"x" * 5000)
+        client.recv(10_000)  # read: the kernel acknowledges
+        for _ in range(100):
+            if acknowledged(Transport()) == 5000:
+                break
+        self.assertEqual(acknowledged(Transport()), 5000)
+        self.assertIsNone(acknowledged(StringTransport()))  # no socket: unknown
+
+
+class Verdicts(SynchronousTestCase):
+    def test_verdicts(self):
+        settings = Settings()  # found after 120 s of silence
+        lost = Failure(ConnectionLost())
+        self.assertIsNone(verdict(None, 500, settings))
+        self.assertIsNone(verdict(Failure(ConnectionDone()), 500, settings))
+        self.assertEqual(verdict(lost, 121, settings), "no answer")
+        self.assertEqual(verdict(lost, 3, settings), "reset")
+        self.assertEqual(verdict(lost, 500, settings.replace(keepalive_idle=0)), "reset")
+        self.assertEqual(describe_loss(None, 3), "")
+        self.assertIn("no answer for 121 s, the peer vanished", describe_loss("no answer", 121))
+
+
+class Silence(SynchronousTestCase):
+    class Upload:
+        def __init__(self):
+            self.received = 0
+
+    def test_only_the_last_connected_upload_after_another_left(self):
+        rule = SilenceRule(300)
+        a, b = self.Upload(), self.Upload()
+        self.assertEqual(rule.judge(0, [a, b], others_left=False), ([], []))
+        self.assertEqual(rule.judge(400, [a, b], others_left=True), ([], []))  # two connected: a pause
+        self.assertEqual(
+            rule.judge(500, [a], others_left=False), ([], [])
+        )  # nobody left: alone from the start
+        self.assertEqual(rule.judge(501, [a], others_left=True), ([a], []))  # silent since 0
+        self.assertEqual(rule.judge(502, [a], others_left=True), ([], []))  # said once
+        a.received += 10
+        self.assertEqual(rule.judge(503, [a], others_left=True), ([], [a]))  # it sends again
+        self.assertEqual(rule.judge(802, [a], others_left=True), ([], []))
+        self.assertEqual(rule.judge(803, [a], others_left=True), ([a], []))  # 300 s after its last byte
+
+    def test_zero_is_off(self):
+        rule = SilenceRule(0)
+        upload = self.Upload()
+        self.assertEqual(rule.judge(0, [upload], others_left=True), ([], []))
+        self.assertEqual(rule.judge(10**6, [upload], others_left=True), ([], []))
+
+
+class WatcherTestCase(ProtocolTestCase):
+    """A watcher whose socket stays full (StringTransport: no socket, so progress is
+    judged by the transport's pauses and resumes alone)."""
+
+    settings = SETTINGS.replace(watcher_stall_timeout=120, delay=0)
+
+    def watcher(self):
+        uploader, _ = self.connect()
+        uploader.dataReceived(b"P/8/p\0" + recording("example"))
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"G/8/w\0")
+        self.advance(2)
+        return protocol, transport
+
+
+class StalledWatchers(WatcherTestCase):
+    def test_a_watcher_that_reads_nothing_is_closed(self):
+        protocol, transport = self.watcher()
+        before = metric("replayserver_stalled_watchers_total")
+        protocol._sub.pauseProducing()  # its socket is full and stays so
+        self.advance(119)
+        self.assertFalse(transport.disconnecting)
+        self.advance(2)
+        self.assertTrue(transport.disconnected)  # aborted: it would never read a close
+        self.assertEqual(metric("replayserver_stalled_watchers_total"), before + 1)
+        [line] = self.logs.matching("acknowledged nothing for 120 s while its socket stayed full")
+        self.assertIn("watcher 'w' from 192.0.2.7:40002", line)
+
+    def test_a_slow_watcher_is_never_cut(self):
+        protocol, transport = self.watcher()
+        for _ in range(20):  # its socket fills again and again, and drains every 100 s
+            protocol._sub.pauseProducing()
+            self.advance(100)
+            protocol._sub.resumeProducing()
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(self.logs.matching("acknowledged nothing"), [])
+
+
+class StalledWatchersOff(WatcherTestCase):
+    settings = WatcherTestCase.settings.replace(watcher_stall_timeout=0)
+
+    def test_zero_is_off(self):
+        protocol, transport = self.watcher()
+        protocol._sub.pauseProducing()
+        self.advance(10_000)
+        self.assertFalse(transport.disconnecting)
