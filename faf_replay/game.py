@@ -3,7 +3,7 @@
 A :class:`Game` owns the game's uploads, its merge, its delay window and its
 watchers, and it is the one home of the replay's lifecycle::
 
-    ACCEPTING ──(no uploader for `grace` s / forced end / shutdown)──▶ SAVING
+    ACCEPTING ──(no upload holding it for `grace` s / forced end / shutdown)──▶ SAVING
     SAVING ──(file written, already there, or nothing to save)──▶ DRAINING
     SAVING ──(the vault refused)──▶ SAVING again after a backoff; the spool keeps the data
     DRAINING ──(last watcher gone / drain timeout)──▶ DONE
@@ -11,7 +11,8 @@ watchers, and it is the one home of the replay's lifecycle::
 Every transition happens in :meth:`Game.end`, :meth:`Game._saved` or
 :meth:`Game._finish`. Time comes from the clock passed in (the reactor, or a
 ``Clock`` in tests); the registry calls :meth:`Game.tick` once per sample
-interval, and that is the only place merging and publishing happen. With a
+interval, and that is the only place merging and publishing happen; whom the
+game waits for then (the stall and silence rules) is ``waiting.py``'s to say. With a
 spool, every upload is on disk as it arrives and the game's spool folder is
 removed only once its replay is safe.
 """
