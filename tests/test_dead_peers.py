@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import socket
 
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from faf_replay.keepalive import Keepalive, acknowledged, describe_loss, verdict
 from faf_replay.settings import Settings
 from faf_replay.silence import SilenceRule
+from tests.clients import start_server, until
+from tests.logs import CapturedLogs
 from tests.metrics import metric
 from tests.recordings import recording
 from tests.test_protocol import SETTINGS, ProtocolTestCase
@@ -78,6 +81,36 @@ class Options(SynchronousTestCase):
                 break
         self.assertEqual(acknowledged(Transport()), 5000)
         self.assertIsNone(acknowledged(StringTransport()))  # no socket: unknown
+
+
+class EveryListener(TestCase):
+    """TCP, WebSocket, HTTP and PROXY-wrapped ports all get the options."""
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_every_listening_socket_has_them(self):
+        logs = CapturedLogs(self)
+        service, _ = yield start_server(
+            self,
+            port="haproxy:tcp:0:interface=127.0.0.1",
+            **{
+                "ws-port": "tcp:0:interface=127.0.0.1",
+                "http-port": "tcp:0:interface=127.0.0.1",
+                "keepalive-idle": "30",
+                "keepalive-interval": "5",
+                "keepalive-count": "4",
+            },
+        )
+        for name in ("game", "websocket", "http"):
+            port = yield service.listening(name)
+            sock = port.socket
+            self.assertEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), 1, name)
+            self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE), 30, name)
+            self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT), 50_000, name)
+        yield until(
+            lambda: len(logs.matching("a silent peer is probed after 30 s and closed after 50 s")) == 3
+        )
 
 
 class Verdicts(SynchronousTestCase):
