@@ -168,7 +168,8 @@ class Namespace:
             fd = os.dup(original)  # its own: another thread may start it as the block ends
             run, moved = thread.run, threading.Event()
 
-            def run_outside() -> None:
+            def run_outside(*_: object) -> None:
+                # (*_: a wrapper of Thread.run may pass the thread, as sentry_sdk's does.)
                 try:
                     _setns(fd)
                 finally:
