@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import posixpath
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import fafreplay
@@ -51,29 +52,52 @@ def _team_key(team: object) -> str:
     return "null"
 
 
-def header_facts(header: bytes) -> dict[str, Any]:
-    """Map name, teams, player count and game type as the header tells them."""
-    facts: dict[str, Any] = {"mapname": "None", "teams": {}, "num_players": 0, "game_type": "unknown"}
-    try:
-        parsed = fafreplay.Parser().parse_header(header)
-    except Exception:
-        parsed = None
-    if not isinstance(parsed, dict):
-        folder = _folder_from_raw(header)
-        if folder:
-            facts["mapname"] = folder
-        return facts
+def guarded(call: Callable[..., Any], *args: Any) -> tuple[Any, str | None]:
+    """``call(*args)`` and None, or None and why it failed.
 
+    What the save takes from the replay itself is best effort: whatever a
+    parser written in Rust or C raises on nonsense must not stop a save (a
+    PyO3 panic derives from ``BaseException``, not ``Exception``; deep data may
+    raise ``RecursionError``). Only the interpreter's own exits go through.
+    """
+    try:
+        return call(*args), None
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as error:
+        why = " ".join(f"{type(error).__name__}: {error}".split())
+        return None, why[:200]
+
+
+def header_facts(header: bytes, problems: list[str] | None = None) -> dict[str, Any]:
+    """Map name, teams, player count and game type as the header tells them;
+    neutral values (and a line in ``problems``) where it cannot be read."""
+    parsed, why = guarded(lambda: fafreplay.Parser().parse_header(header))
+    if why is None:
+        facts, why = guarded(_facts, parsed)
+        if why is None:
+            return facts
+    if problems is not None:
+        problems.append(f"its replay header cannot be read ({why})")
+    facts = {"mapname": "None", "teams": {}, "num_players": 0, "game_type": "unknown"}
+    folder, _ = guarded(_folder_from_raw, header)
+    if folder:
+        facts["mapname"] = folder
+    return facts
+
+
+def _facts(parsed: Any) -> dict[str, Any]:
+    if not isinstance(parsed, dict):
+        raise TypeError(f"the parser gave {type(parsed).__name__}, not a mapping")
     scenario = parsed.get("scenario") or {}
     options = scenario.get("Options") or {} if isinstance(scenario, dict) else {}
+    if not isinstance(options, dict):
+        options = {}
     folder = None
     for path in (options.get("ScenarioFile"), parsed.get("map_file")):
         folder = map_folder(b"\r\n" + _text(path).encode())
         if folder:
             break
-    facts["mapname"] = folder or "None"
-    facts["game_type"] = _GAME_TYPES.get(_text(options.get("Victory")).lower(), "unknown")
-
     teams: dict[str, list[str]] = {}
     players = 0
     armies = parsed.get("armies") or {}
@@ -83,9 +107,21 @@ def header_facts(header: bytes) -> dict[str, Any]:
         players += 1
         if army.get("Human") and not army.get("AIPersonality"):
             teams.setdefault(_team_key(army.get("Team")), []).append(_text(army.get("PlayerName")))
-    facts["teams"] = teams
-    facts["num_players"] = players
-    return facts
+    return {
+        "mapname": folder or "None",
+        "teams": teams,
+        "num_players": players,
+        "game_type": _GAME_TYPES.get(_text(options.get("Victory")).lower(), "unknown"),
+    }
+
+
+def replay_ticks(body: bytes, problems: list[str] | None = None) -> int | None:
+    """Advance ticks in a merged body, or None (and a line in ``problems``)
+    when FAF's parser cannot count them."""
+    ticks, why = guarded(lambda: int(fafreplay.body_ticks(body)))
+    if why is not None and problems is not None:
+        problems.append(f"its ticks cannot be counted ({why})")
+    return ticks
 
 
 def _folder_from_raw(header: bytes) -> str | None:
@@ -105,9 +141,10 @@ def standalone_metadata(
     recorder: str,
     launched_at: float,
     game_end: float,
+    problems: list[str] | None = None,
 ) -> dict[str, Any]:
     """Every key of SPEC §7, from the replay header and the server clock."""
-    facts = header_facts(header)
+    facts = header_facts(header, problems)
     return {
         "uid": game_id,
         "complete": True,

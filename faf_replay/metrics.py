@@ -88,3 +88,7 @@ stalled_watchers = Counter(
     "replayserver_stalled_watchers",
     "Watchers closed for acknowledging nothing for watcher_stall_timeout while their socket stayed full.",
 )
+metadata_errors = Counter(
+    "replayserver_metadata_errors",
+    "Saves that could not read something of the replay itself (its header, its ticks): neutral values saved.",
+)

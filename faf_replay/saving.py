@@ -33,7 +33,7 @@ from faf_replay import metrics
 from faf_replay.bookkeeping import Bookkeeper
 from faf_replay.database import MOD_NAME, Database, DatabaseError, GameRecord
 from faf_replay.finished import FinishedReplay, SaveOutcome
-from faf_replay.metadata import database_metadata, standalone_metadata
+from faf_replay.metadata import database_metadata, guarded, replay_ticks, standalone_metadata
 from faf_replay.outbox import Entry
 from faf_replay.settings import Settings
 from faf_replay.vault import ReplayExistsError, SavedReplay, vault_path, write_replay
@@ -52,6 +52,8 @@ class _Metadata:
 class _Written:
     saved: SavedReplay
     entry: Entry | None
+    #: What could not be read from the replay itself (neutral values were saved).
+    problems: tuple[str, ...] = ()
 
 
 class Saver:
@@ -132,6 +134,7 @@ class Saver:
 
     def _write(self, replay: FinishedReplay, metadata: _Metadata) -> _Written:
         assert replay.header is not None
+        problems: list[str] = []
         values = metadata.values
         if values is None:
             values = standalone_metadata(
@@ -140,24 +143,25 @@ class Saver:
                 recorder=replay.recorder,
                 launched_at=replay.started_at,
                 game_end=replay.ended_at,
+                problems=problems,
             )
         body = replay.body_bytes()
         saved = write_replay(
             self._settings.vault, replay.game_id, values, replay.header + body, self._settings.zstd_level
         )
         if self._bookkeeper is None:
-            return _Written(saved, None)
+            return _Written(saved, None, tuple(problems))
         entry = Entry(
             replay.game_id,
             str(saved.path),
             saved.size,
-            _ticks(body),
+            replay_ticks(body, problems),
             metadata.later,
             replay.started_at,
             replay.ended_at,
         )
         self._record(entry)
-        return _Written(saved, entry)
+        return _Written(saved, entry, tuple(problems))
 
     def _record(self, entry: Entry) -> None:
         assert self._bookkeeper is not None
@@ -180,6 +184,13 @@ class Saver:
         elapsed = self._reactor.seconds() - started
         metrics.saved_replays.inc()
         metrics.save_seconds.observe(elapsed)
+        for problem in written.problems:
+            metrics.metadata_errors.inc()
+            log.warn(
+                "game {game_id}: {problem}; saved with neutral values there",
+                game_id=replay.game_id,
+                problem=problem,
+            )
         if saved.links_refused and not self._said_links_refused:
             self._said_links_refused = True
             metrics.vault_refuses_hard_links.set(1)
@@ -239,11 +250,9 @@ class Saver:
     def _entry_for_existing(self, replay: FinishedReplay) -> Entry:
         path = vault_path(self._settings.vault, replay.game_id)
         data = path.read_bytes()
-        try:
-            scfa = fafreplay.extract_scfa(io.BytesIO(data))
-            ticks = _ticks(scfa[fafreplay.body_offset(scfa) :])
-        except Exception:
-            ticks = None
+        scfa, _ = guarded(lambda: fafreplay.extract_scfa(io.BytesIO(data)))
+        body, _ = guarded(lambda: scfa[fafreplay.body_offset(scfa) :]) if scfa is not None else (None, None)
+        ticks = replay_ticks(body) if body is not None else None
         entry = Entry(replay.game_id, str(path), len(data), ticks, False, replay.started_at, replay.ended_at)
         self._record(entry)
         return entry
@@ -266,11 +275,3 @@ def _within(work: Deferred, seconds: float, clock: IReactorTime) -> Deferred:
     timer = clock.callLater(seconds, late)
     work.addBoth(finished)
     return result
-
-
-def _ticks(body: bytes) -> int | None:
-    """Advance ticks in the merged body, or None when FAF's parser cannot count them."""
-    try:
-        return int(fafreplay.body_ticks(body))
-    except Exception:
-        return None

@@ -35,3 +35,16 @@ def chunks(data: bytes, sizes: list[int]) -> list[bytes]:
         position += size
         index += 1
     return out
+
+
+#: Where four bytes of example.scfareplay's replay header, set to ff ff ff 7f,
+#: leave a header that still scans field by field (its sizes hold) but whose
+#: Lua data is nonsense: fafreplay's parser (Rust, PyO3) panics on it.
+POISON_OFFSET = 293
+
+
+def poisoned(name: str = "example", offset: int = POISON_OFFSET) -> bytes:
+    """A real recording with ``ff ff ff 7f`` written over 4 bytes of its replay header."""
+    stream = bytearray(recording(name))
+    stream[offset : offset + 4] = b"\xff\xff\xff\x7f"
+    return bytes(stream)

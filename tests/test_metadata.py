@@ -1,9 +1,10 @@
 import json
 
+import fafreplay
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.metadata import header_facts, login_from_name, standalone_metadata
-from tests.recordings import DATA, recording, split
+from faf_replay.metadata import guarded, header_facts, login_from_name, replay_ticks, standalone_metadata
+from tests.recordings import DATA, poisoned, recording, split
 
 SPEC_KEYS = {
     "uid", "complete", "state", "featured_mod", "featured_mod_versions", "game_type", "recorder",
@@ -54,6 +55,36 @@ class Standalone(SynchronousTestCase):
         self.assertEqual(facts["mapname"], "SCMP_016")
         self.assertEqual(facts["teams"], {})
         self.assertEqual(header_facts(b"garbage")["mapname"], "None")
+
+    def test_a_header_that_makes_the_parser_panic(self):
+        """The parser panics (a PyO3 PanicException is a BaseException): neutral values, one problem."""
+        header, _ = split(poisoned())
+        with self.assertRaises(BaseException) as raised:
+            fafreplay.Parser().parse_header(header)
+        self.assertFalse(isinstance(raised.exception, Exception))  # what `except Exception` missed
+        problems: list[str] = []
+        facts = header_facts(header, problems)
+        self.assertEqual(facts["teams"], {})
+        self.assertEqual(facts["mapname"], "SCMP_016")  # still read from the raw header
+        [problem] = problems
+        self.assertIn("its replay header cannot be read (PanicException", problem)
+
+    def test_guarded_lets_only_the_interpreters_exits_through(self):
+        def raising(error):
+            raise error
+
+        self.assertEqual(guarded(lambda: 5), (5, None))
+        self.assertEqual(guarded(raising, RecursionError("deep")), (None, "RecursionError: deep"))
+        self.assertRaises(KeyboardInterrupt, guarded, raising, KeyboardInterrupt())
+        self.assertRaises(SystemExit, guarded, raising, SystemExit(1))
+
+    def test_ticks_best_effort(self):
+        _, body = split(recording("example"))
+        self.assertEqual(replay_ticks(body), 1928)
+        problems: list[str] = []
+        self.assertIsNone(replay_ticks(b"\x00\x02\x00", problems))  # a command shorter than its own head
+        [problem] = problems
+        self.assertIn("its ticks cannot be counted (PyReplayReadError: invalid command size)", problem)
 
     def test_login_from_name(self):
         self.assertEqual(login_from_name("Rowan.SCFAreplay"), "Rowan")

@@ -1,3 +1,4 @@
+import json
 import os
 
 import fafreplay
@@ -15,7 +16,7 @@ from faf_replay.vault import vault_path
 from tests.filesystems import linkless_directory
 from tests.logs import CapturedLogs
 from tests.metrics import metric
-from tests.recordings import recording, split
+from tests.recordings import poisoned, recording, split
 
 
 class SaverTests(TestCase):
@@ -52,6 +53,23 @@ class SaverTests(TestCase):
                 self.assertEqual(fafreplay.extract_scfa(file), recording("example"))
         self.assertEqual(len(self.logs.matching("refuses hard links")), 1)
         self.assertEqual(metric("replayserver_vault_refuses_hard_links"), 1)
+
+    @inlineCallbacks
+    def test_a_header_that_makes_the_parser_panic_is_saved_as_sent(self):
+        stream = poisoned()
+        header, body = split(stream)
+        before = metric("replayserver_metadata_errors_total")
+        replay = FinishedReplay(45, header, body, "Rowan", 1000.0, 2000.0)
+        self.assertIs((yield self.saver.save(replay)), SaveOutcome.SAVED)
+        path = vault_path(self.vault, 45)
+        with path.open("rb") as file:
+            self.assertEqual(fafreplay.extract_scfa(file), stream)  # exactly what was uploaded
+        metadata = json.loads(path.read_bytes().split(b"\n", 1)[0])
+        self.assertEqual((metadata["uid"], metadata["teams"], metadata["mapname"]), (45, {}, "SCMP_016"))
+        self.assertEqual(metric("replayserver_metadata_errors_total"), before + 1)
+        [line] = self.logs.matching("game 45: its replay header cannot be read (PanicException")
+        self.assertIn("saved with neutral values there", line)
+        self.assertEqual(self.logs.matching("saving failed"), [])
 
     @inlineCallbacks
     def test_existing_replay_is_left_alone(self):
