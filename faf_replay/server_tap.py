@@ -62,7 +62,8 @@ from faf_replay.services import (
     raise_open_file_limit,
 )
 from faf_replay.settings import Settings
-from faf_replay.spool import Spool, default_open_files
+from faf_replay.spool import Spool
+from faf_replay.spool_files import default_open_files
 from faf_replay.vault import vault_refusal
 from faf_replay.web import web_site
 from faf_replay.websocket import WebSocketReplayFactory

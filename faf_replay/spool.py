@@ -2,9 +2,11 @@
 
 ::
 
-    <spool>/games/<game_id>/record.json   game id and start time
+    <spool>/games/<game_id>/record.json   game id, start time, failed saves
     <spool>/games/<game_id>/<n>.upload    uploader n's name, a NUL, then the raw
                                           bytes it sent after P/…\\0
+    <spool>/quarantine/<game_id>-<time>/  a game whose save failed by its data,
+                                          moved here whole, with why.txt
 
 All spool I/O (creating folders and files, appending, syncing, removing) is
 work for the spool's one writer, a single thread in the server: the reactor
@@ -20,8 +22,8 @@ its own deletes it there (:class:`Emptier`).
 Appends are queued (:meth:`Spool.write`) and handed over in batches, one job
 per batch (:meth:`Spool.send`, after every tick of a group of games), so the
 cost of crossing to the thread is paid a few times a second, not per upload.
-Descriptors are rationed (:class:`Descriptors`): at most a set number of
-upload files are open at once, the least recently used giving theirs up, so
+Descriptors are rationed (``spool_files.Descriptors``): at most a set number
+of upload files are open at once, the least recently used giving theirs up, so
 that a server holding tens of thousands of uploads keeps its file descriptors
 for the connections.
 No Twisted here: ``submit`` is how the server hands jobs to its thread.
@@ -30,29 +32,26 @@ No Twisted here: ``submit`` is how the server hands jobs to its thread.
 from __future__ import annotations
 
 import ctypes
-import errno
 import json
 import os
 import queue
-import resource
 import shutil
 import tempfile
 import threading
+import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from faf_replay.spool_files import Descriptors, Done, SpoolFile
 
 _UPLOAD_SUFFIX = ".upload"
 
 #: ``submit(job, done)``: run ``job()`` in the writer, then ``done(result)`` (an
 #: exception when the job raised) where the caller lives.
 Submit = Callable[[Callable[[], Any], Callable[[Any], None]], None]
-
-#: ``done(result)``: the number of bytes written, or the exception.
-Done = Callable[[Any], None]
 
 
 def run_now(job: Callable[[], Any], done: Callable[[Any], None]) -> None:
@@ -62,179 +61,6 @@ def run_now(job: Callable[[], Any], done: Callable[[Any], None]) -> None:
     except Exception as error:
         result = error
     done(result)
-
-
-def default_open_files() -> int:
-    """A quarter of the process's open-file limit: the rest is for connections."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return max(16, soft // 4) if soft != resource.RLIM_INFINITY else 65536
-
-
-class Descriptors:
-    """The spool files holding an open descriptor, at most ``limit`` of them.
-
-    A file asks for a descriptor each time it is used (:meth:`SpoolFile.write`,
-    :meth:`SpoolFile.read`, holding its own lock); past the limit the least
-    recently used file closes its descriptor, and opens it again when next
-    used. A file busy in another thread is skipped, never waited for, so the
-    reactor and the writer cannot deadlock here.
-    """
-
-    def __init__(self, limit: int | None = None) -> None:
-        self.limit = max(1, limit if limit is not None else default_open_files())
-        self._lock = threading.Lock()
-        self._open: OrderedDict[SpoolFile, None] = OrderedDict()
-        #: Descriptors closed to stay under the limit (for the tests and tools).
-        self.evictions = 0
-
-    def __len__(self) -> int:
-        return len(self._open)
-
-    def used(self, file: SpoolFile) -> None:
-        """``file`` (its lock held) has a descriptor and was just used."""
-        with self._lock:
-            self._open[file] = None
-            self._open.move_to_end(file)
-            victims = []
-            while len(self._open) > self.limit:
-                victim, _ = self._open.popitem(last=False)
-                victims.append(victim)
-        for victim in victims:
-            if victim._lock.acquire(blocking=False):
-                try:
-                    victim._close_descriptor()
-                    self.evictions += 1
-                finally:
-                    victim._lock.release()
-            # else: in use right now; it keeps its descriptor and registers
-            # again when next used
-
-    def forget(self, file: SpoolFile) -> None:
-        with self._lock:
-            self._open.pop(file, None)
-
-
-class SpoolFile:
-    """One upload's file: created and appended by the writer, read back by position.
-
-    The file starts with its ``prefix`` (the uploader's name and a NUL);
-    offsets and :attr:`size` count the bytes after it. :attr:`size` is what the
-    owner knows to be on disk (it confirms each write); reads stay below it.
-    With ``descriptors``, the file's descriptor is opened when it is used and
-    may be closed between uses (:class:`Descriptors`).
-    """
-
-    __slots__ = (
-        "_created",
-        "_descriptors",
-        "_lock",
-        "_written",
-        "broken",
-        "closed",
-        "fd",
-        "path",
-        "prefix",
-        "size",
-    )
-
-    def __init__(self, path: Path, prefix: bytes = b"", descriptors: Descriptors | None = None) -> None:
-        self.path = path
-        self.prefix = prefix
-        self._descriptors = descriptors
-        self._created = False
-        self.fd: int | None = None
-        self.size = 0
-        self._written = 0  # the writer's own count
-        self.closed = False
-        #: A write failed: the file keeps what it had and takes nothing more, so
-        #: that what is in it stays a prefix of the upload.
-        self.broken = False
-        self._lock = threading.Lock()
-
-    @classmethod
-    def existing(cls, path: Path, descriptors: Descriptors | None = None) -> SpoolFile:
-        """A file a previous run wrote, its name read back."""
-        with path.open("rb") as raw:
-            head = raw.read(2048)
-            size = os.fstat(raw.fileno()).st_size
-        name, nul, _ = head.partition(b"\0")
-        file = cls(path, name + nul if nul else b"", descriptors)
-        file._created = True
-        file.size = file._written = size - len(file.prefix)
-        if descriptors is None:
-            file.fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
-        return file
-
-    @property
-    def name(self) -> str:
-        return self.prefix.rstrip(b"\0").decode("utf-8", "replace")
-
-    def write(self, data: bytes) -> int:
-        """The writer: append all of ``data`` (creating the file first), or none
-        of it: raises OSError (disk full, …) with the file as it was, and
-        refuses every later write."""
-        with self._lock:
-            if self.closed or self.broken:
-                raise OSError(errno.EBADF, "the spool file takes no more writes")
-            if not self._created:
-                flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-                self.fd = os.open(self.path, flags, 0o644)
-                self._created = True
-                if self.prefix:
-                    os.write(self.fd, self.prefix)
-            fd = self._descriptor()
-            view, done = memoryview(data), 0
-            try:
-                while done < len(view):
-                    done += os.write(fd, view[done:])
-            except OSError:
-                self.broken = True
-                if done:
-                    os.ftruncate(fd, len(self.prefix) + self._written)
-                raise
-            finally:
-                self._used()
-            self._written += done
-            return done
-
-    def read(self, offset: int, length: int) -> bytes:
-        if length <= 0:
-            return b""
-        assert self._created and offset + length <= self.size
-        with self._lock:
-            if self.closed:
-                raise OSError(errno.EBADF, f"{self.path} is closed")
-            try:
-                data = os.pread(self._descriptor(), length, len(self.prefix) + offset)
-            finally:
-                self._used()
-        if len(data) != length:  # pread of a regular file only stops at its end
-            raise OSError(f"{self.path}: {len(data)} of {length} bytes at {offset}")
-        return data
-
-    def close(self) -> None:
-        """The writer, once nothing more is written or read."""
-        with self._lock:
-            if not self.closed:
-                self.closed = True
-                self._close_descriptor()
-                if self._descriptors is not None:
-                    self._descriptors.forget(self)
-
-    def _descriptor(self) -> int:
-        """The open descriptor (the lock held), opened again if it was given up."""
-        if self.fd is None:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
-        return self.fd
-
-    def _used(self) -> None:
-        if self._descriptors is not None and self.fd is not None:
-            self._descriptors.used(self)
-
-    def _close_descriptor(self) -> None:
-        if self.fd is not None:
-            fd, self.fd = self.fd, None
-            os.close(fd)
 
 
 @dataclass
@@ -262,6 +88,10 @@ class GameSpool:
         self.spool = spool
         self._next = 1
         self.files: list[SpoolFile] = []
+        #: Saves that failed by the data itself; kept in record.json across restarts.
+        self.broken_saves = 0
+        #: Where its folder went when it was put in quarantine.
+        self.quarantined: Path | None = None
         if create:
             spool.submit(self._create, spool.report)
         else:
@@ -298,15 +128,43 @@ class GameSpool:
         The writer closes the files, moves the folder out of ``games/`` and
         deletes it, after whatever it still had to write there."""
         self.spool.forget(self)
-        self.spool.submit(self._remove, self.spool.report)
+        if self.quarantined is None:
+            self.spool.submit(self._remove, self.spool.report)
+
+    def note_broken(self, why: str) -> None:
+        """One more save failed by the data itself (remembered across restarts)."""
+        self.broken_saves += 1
+        record = self._record(broken_saves=self.broken_saves, last_error=why)
+        self.spool.submit(lambda: self._write_record(record), self.spool.report)
+
+    def quarantine(self, why: str, now: float) -> Path:
+        """Keep the uploads out of the way: ``<spool>/quarantine/<id>-<UTC time>/``
+        with ``why.txt``. Nothing is deleted; no later start recovers it."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+        self.quarantined = target = self.spool.quarantine / f"{self.game_id}-{stamp}"
+        self.spool.forget(self)
+        self.spool.submit(lambda: self._quarantine(target, why), self.spool.report)
+        return target
+
+    def _record(self, **more: Any) -> dict[str, Any]:
+        return {"game_id": self.game_id, "started_at": self.started_at, **more}
 
     def _create(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        record = {"game_id": self.game_id, "started_at": self.started_at}
+        self._write_record(self._record())
+
+    def _write_record(self, record: dict[str, Any]) -> None:
         fd, temporary = tempfile.mkstemp(prefix=".record.", dir=self.directory)
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             json.dump(record, file)
         os.replace(temporary, self.directory / "record.json")
+
+    def _quarantine(self, target: Path, why: str) -> None:
+        for file in self.files:
+            file.close()
+        target.parent.mkdir(exist_ok=True)
+        os.rename(self.directory, target)
+        (target / "why.txt").write_text(why + "\n", encoding="utf-8")
 
     def _remove(self) -> None:
         for file in self.files:
@@ -322,6 +180,7 @@ class GameSpool:
         try:
             record: Any = json.loads((self.directory / "record.json").read_text(encoding="utf-8"))
             self.started_at = float(record.get("started_at", self.started_at))
+            self.broken_saves = int(record.get("broken_saves", 0))
         except (OSError, ValueError, TypeError, AttributeError):
             pass  # the start time falls back to the folder's age
 
@@ -367,6 +226,8 @@ class Spool:
         self.descriptors = Descriptors(open_files)
         self.games = self.directory / "games"
         self.trash = self.directory / "trash"
+        #: Games whose save failed by their data, kept for an operator to look at.
+        self.quarantine = self.directory / "quarantine"
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         _make_private(self.directory)
         self.games.mkdir(exist_ok=True)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from faf_replay.replay_header import MAX_HEADER_SIZE, ReplayHeaderError, ReplayHeaderScanner
-from faf_replay.spool import Done, SpoolFile
+from faf_replay.spool_files import Done, SpoolFile
 
 __all__ = ["BodyView", "RawStore", "ReplayHeaderError", "UploadStream"]
 

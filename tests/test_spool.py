@@ -12,7 +12,8 @@ from faf_replay.game import State
 from faf_replay.registry import GameRegistry
 from faf_replay.services import SpoolSync
 from faf_replay.settings import Settings
-from faf_replay.spool import Descriptors, Spool, SpoolFile, run_now
+from faf_replay.spool import Spool, run_now
+from faf_replay.spool_files import Descriptors, SpoolFile
 from faf_replay.stream import WRITE_AT, RawStore, UploadStream
 from tests.fakes import FakeUploader, FakeWatcher, Saves
 from tests.logs import CapturedLogs
