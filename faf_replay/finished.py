@@ -50,6 +50,7 @@ class SaveOutcome(enum.Enum):
     EXISTS = "exists"  # a replay of this game was there already; nothing written
     NOTHING = "nothing"  # no upload completed a replay header
     FAILED = "failed"  # the vault refused: try again later, the spool keeps the data
+    BROKEN = "broken"  # the data itself made it fail: trying again fails the same way
 
 
 SaveFunction = Callable[[FinishedReplay], Deferred]

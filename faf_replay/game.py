@@ -27,7 +27,7 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from faf_replay import metrics
@@ -47,6 +47,8 @@ READ_CHUNK = 64 * 1024
 #: Seconds before the first retry of a save the vault refused; doubles up to the maximum.
 SAVE_RETRY_FIRST = 5.0
 SAVE_RETRY_MAX = 300.0
+#: Saves that fail by the data itself before the game goes to quarantine.
+SAVE_ATTEMPTS_BROKEN = 3
 
 
 class State(enum.Enum):
@@ -131,6 +133,7 @@ class Game:
         self._recovered = False
         self._retry_call: IDelayedCall | None = None
         self._retry_delay: float | None = SAVE_RETRY_FIRST
+        self._broken = 0  # failed saves by the data, without a spool to count them
         # A game nobody uploads to ends like one everybody left.
         self._grace_call: IDelayedCall | None = self._start_grace()
         self._drain_call: IDelayedCall | None = None
@@ -413,12 +416,14 @@ class Game:
 
     def _saved(self, outcome: object) -> None:
         if isinstance(outcome, Failure):
-            log.failure("game {game_id}: saving failed", outcome, game_id=self.game_id)
-            outcome = SaveOutcome.FAILED
+            log.failure("game {game_id}: saving failed", outcome, level=LogLevel.error, game_id=self.game_id)
+            outcome = SaveOutcome.BROKEN
         waiters, self._save_waiters = self._save_waiters, []
         for waiter in waiters:
             waiter.callback(outcome)
-        if outcome is SaveOutcome.FAILED:
+        if outcome is SaveOutcome.BROKEN and self._broken_once():
+            return
+        if outcome in (SaveOutcome.FAILED, SaveOutcome.BROKEN):
             if self._retry_delay is not None:
                 log.info(
                     "game {game_id}: the replay stays in the spool; next try in {delay:g} s",
@@ -430,10 +435,46 @@ class Game:
             return
         self.state = State.DRAINING
         metrics.finished_replays.inc()
+        self._drain_or_finish()
+
+    def _drain_or_finish(self) -> None:
         if not self._watchers:
             self._finish()
         else:
             self._drain_call = self._clock.callLater(self._settings.drain_timeout, self.close_watchers)
+
+    def _broken_once(self) -> bool:
+        """A save failed by the data itself: counted (across restarts, in the
+        spool); after ``SAVE_ATTEMPTS_BROKEN`` such failures the game goes to
+        quarantine instead of being tried again. True when it went."""
+        if self.spool is None:
+            self._broken += 1
+            broken = self._broken
+        else:
+            self.spool.note_broken("saving failed")
+            broken = self.spool.broken_saves
+        if broken < SAVE_ATTEMPTS_BROKEN:
+            return False
+        metrics.quarantined_replays.inc()
+        if self.spool is None:
+            log.error(
+                "game {game_id}: saving failed {count} times the same way; given up (no spool to keep it)",
+                game_id=self.game_id,
+                count=broken,
+            )
+        else:
+            where = self.spool.quarantine(f"saving failed {broken} times", self._clock.seconds())
+            log.error(
+                "game {game_id}: saving failed {count} times the same way; its uploads are kept in "
+                "quarantine at {where} (docs/operations.md: Quarantine)",
+                game_id=self.game_id,
+                count=broken,
+                where=str(where),
+            )
+        self._retry_delay = None
+        self.state = State.DRAINING
+        self._drain_or_finish()
+        return True
 
     def stop_retrying(self) -> None:
         """Shutdown: leave an unsaved replay in the spool for the next run."""

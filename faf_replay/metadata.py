@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import math
 import posixpath
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import fafreplay
 
+from faf_replay.best_effort import guarded
 from faf_replay.replay_header import map_folder
 
 if TYPE_CHECKING:
@@ -50,23 +50,6 @@ def _team_key(team: object) -> str:
     if isinstance(team, (int, float)) and math.isfinite(team):
         return str(int(team))
     return "null"
-
-
-def guarded(call: Callable[..., Any], *args: Any) -> tuple[Any, str | None]:
-    """``call(*args)`` and None, or None and why it failed.
-
-    What the save takes from the replay itself is best effort: whatever a
-    parser written in Rust or C raises on nonsense must not stop a save (a
-    PyO3 panic derives from ``BaseException``, not ``Exception``; deep data may
-    raise ``RecursionError``). Only the interpreter's own exits go through.
-    """
-    try:
-        return call(*args), None
-    except (KeyboardInterrupt, SystemExit, GeneratorExit):
-        raise
-    except BaseException as error:
-        why = " ".join(f"{type(error).__name__}: {error}".split())
-        return None, why[:200]
 
 
 def header_facts(header: bytes, problems: list[str] | None = None) -> dict[str, Any]:

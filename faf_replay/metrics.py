@@ -92,3 +92,7 @@ metadata_errors = Counter(
     "replayserver_metadata_errors",
     "Saves that could not read something of the replay itself (its header, its ticks): neutral values saved.",
 )
+quarantined_replays = Counter(
+    "replayserver_quarantined_replays",
+    "Games whose save failed by their data three times: their uploads moved to the spool's quarantine.",
+)

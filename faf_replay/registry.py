@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from faf_replay import metrics
+from faf_replay.best_effort import guarded
 from faf_replay.database import Database, DatabaseError, GameStatus
 from faf_replay.finished import SaveFunction
 from faf_replay.game import Game, Refusal, State
@@ -98,6 +99,20 @@ class GameRegistry(Service):
         for found in self._spool.recover():
             if found.game_id in self.games:
                 continue
+            streams, why = guarded(
+                lambda found=found: [UploadStream.recovered(u.name, u.file) for u in found.uploads]
+            )
+            why = found.problem or why
+            if why is not None:
+                metrics.quarantined_replays.inc()
+                where = found.spool.quarantine(f"cannot recover it: {why}", self._clock.seconds())
+                log.error(
+                    "game {game_id}: cannot recover it from the spool ({why}); kept in quarantine at {where}",
+                    game_id=found.game_id,
+                    why=why,
+                    where=str(where),
+                )
+                continue
             game = Game(
                 found.game_id,
                 self.settings,
@@ -107,8 +122,8 @@ class GameRegistry(Service):
                 spool=found.spool,
                 started_at=found.started_at,
             )
-            for upload in found.uploads:
-                game.add_recovered(UploadStream.recovered(upload.name, upload.file))
+            for stream in streams:
+                game.add_recovered(stream)
             self._add(game)
             metrics.recovered_replays.inc()
             log.info(

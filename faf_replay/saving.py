@@ -25,15 +25,16 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from faf_replay import metrics
+from faf_replay.best_effort import guarded
 from faf_replay.bookkeeping import Bookkeeper
 from faf_replay.database import MOD_NAME, Database, DatabaseError, GameRecord
 from faf_replay.finished import FinishedReplay, SaveOutcome
-from faf_replay.metadata import database_metadata, guarded, replay_ticks, standalone_metadata
+from faf_replay.metadata import database_metadata, replay_ticks, standalone_metadata
 from faf_replay.outbox import Entry
 from faf_replay.settings import Settings
 from faf_replay.vault import ReplayExistsError, SavedReplay, vault_path, write_replay
@@ -242,10 +243,11 @@ class Saver:
                 game_id=replay.game_id,
                 why=str(failure.value),
             )
-        else:
-            metrics.save_failures.labels("error").inc()
-            log.failure("game {game_id}: saving failed", failure, game_id=replay.game_id)
-        return SaveOutcome.FAILED
+            return SaveOutcome.FAILED
+        # Not the vault, not the database: the data itself (or a bug it meets).
+        metrics.save_failures.labels("error").inc()
+        log.failure("game {game_id}: saving failed", failure, level=LogLevel.error, game_id=replay.game_id)
+        return SaveOutcome.BROKEN
 
     def _entry_for_existing(self, replay: FinishedReplay) -> Entry:
         path = vault_path(self._settings.vault, replay.game_id)

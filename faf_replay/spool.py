@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from faf_replay.best_effort import guarded
 from faf_replay.spool_files import Descriptors, Done, SpoolFile
 
 _UPLOAD_SUFFIX = ".upload"
@@ -76,6 +77,8 @@ class RecoveredGame:
     started_at: float
     spool: GameSpool
     uploads: list[RecoveredUpload] = field(default_factory=list)
+    #: Why its files could not be read back, if they could not.
+    problem: str | None = None
 
 
 class GameSpool:
@@ -254,7 +257,8 @@ class Spool:
                 continue
             game = GameSpool(self, int(directory.name), directory.stat().st_mtime, create=False)
             self._open[id(game)] = game
-            recovered.append(RecoveredGame(game.game_id, game.started_at, game, game.recovered_uploads()))
+            uploads, problem = guarded(game.recovered_uploads)
+            recovered.append(RecoveredGame(game.game_id, game.started_at, game, uploads or [], problem))
         return sorted(recovered, key=lambda g: g.started_at)
 
     def forget(self, game: GameSpool) -> None:

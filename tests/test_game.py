@@ -143,6 +143,21 @@ class Lifecycle(GameTestCase):
         self.saves.pending[2].callback(SaveOutcome.SAVED)
         self.assertIs(self.game.state, State.DONE)
 
+    def test_a_save_broken_by_its_data_is_tried_three_times_then_given_up(self):
+        self.uploader().send(recording("example"))
+        self.saves.outcome = SaveOutcome.BROKEN
+        watcher = FakeWatcher(self.game)
+        self.game.add_watcher(watcher)
+        self.game.end("test")
+        self.clock.advance(SAVE_RETRY_FIRST)
+        self.assertEqual(len(self.saves.replays), 2)
+        self.clock.advance(SAVE_RETRY_FIRST * 2)
+        self.assertEqual(len(self.saves.replays), 3)
+        self.assertIs(self.game.state, State.DRAINING)  # its watchers may finish
+        self.assertEqual(len(self.logs.matching("saving failed 3 times the same way; given up")), 1)
+        self.clock.advance(SAVE_RETRY_MAX * 10)
+        self.assertEqual(len(self.saves.replays), 3)
+
     def test_a_crashing_save_is_logged_and_retried(self):
         self.saves.hold = True
         self.uploader().send(recording("example"))

@@ -4,6 +4,7 @@ import os
 import fafreplay
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.logger import LogLevel
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -107,8 +108,10 @@ class SaverTests(TestCase):
 
         self.patch(saving, "write_replay", broken)
         outcome = yield self.saver.save(self.replay())
-        self.assertIs(outcome, SaveOutcome.FAILED)
+        self.assertIs(outcome, SaveOutcome.BROKEN)  # not the vault: it would fail again the same way
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        [event] = [e for e in self.logs.events if "saving failed" in e.get("log_format", "")]
+        self.assertIs(event["log_level"], LogLevel.error)  # an error, not a critical line
 
 
 class OutboxCount(SynchronousTestCase):
