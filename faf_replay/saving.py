@@ -118,7 +118,19 @@ class Saver:
                 game_id=replay.game_id,
                 mod=record.featured_mod,
             )
-        return _Metadata(database_metadata(record, started_at=replay.started_at, now=self._reactor.seconds()))
+        values, why = guarded(
+            lambda: database_metadata(record, started_at=replay.started_at, now=self._reactor.seconds())
+        )
+        if why is not None:
+            metrics.metadata_errors.inc()
+            log.warn(
+                "game {game_id}: its database record cannot be used ({why}); saving it with what the "
+                "replay tells",
+                game_id=replay.game_id,
+                why=why,
+            )
+            return _Metadata(None)
+        return _Metadata(values)
 
     def _database_down(self, failure: Failure, replay: FinishedReplay) -> _Metadata:
         failure.trap(DatabaseError, defer.TimeoutError)

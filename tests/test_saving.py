@@ -9,6 +9,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from faf_replay import saving
+from faf_replay.database import GameRecord
 from faf_replay.finished import FinishedReplay, SaveOutcome
 from faf_replay.outbox import Entry, Outbox
 from faf_replay.saving import Saver
@@ -71,6 +72,15 @@ class SaverTests(TestCase):
         [line] = self.logs.matching("game 45: its replay header cannot be read (PanicException")
         self.assertIn("saved with neutral values there", line)
         self.assertEqual(self.logs.matching("saving failed"), [])
+
+    def test_a_database_record_that_cannot_be_used_gives_the_replays_own_facts(self):
+        record = GameRecord(46, "yesterday", None, "DEMORALIZATION", "Rowan", "t", "faf", None)  # type: ignore[arg-type]
+        before = metric("replayserver_metadata_errors_total")
+        metadata = self.saver._from_record(record, self.replay(46))
+        self.assertIsNone(metadata.values)  # the replay header's, then
+        self.assertEqual(metric("replayserver_metadata_errors_total"), before + 1)
+        [line] = self.logs.matching("game 46: its database record cannot be used (ValueError")
+        self.assertIn("saving it with what the replay tells", line)
 
     @inlineCallbacks
     def test_existing_replay_is_left_alone(self):
