@@ -133,7 +133,7 @@ class Game:
         self._recovered = False
         self._retry_call: IDelayedCall | None = None
         self._retry_delay: float | None = SAVE_RETRY_FIRST
-        self._broken = 0  # failed saves by the data, without a spool to count them
+        self._broken = 0  # saves failed by the data (the spool keeps the count across restarts)
         # A game nobody uploads to ends like one everybody left.
         self._grace_call: IDelayedCall | None = self._start_grace()
         self._drain_call: IDelayedCall | None = None
@@ -447,30 +447,23 @@ class Game:
         """A save failed by the data itself: counted (across restarts, in the
         spool); after ``SAVE_ATTEMPTS_BROKEN`` such failures the game goes to
         quarantine instead of being tried again. True when it went."""
-        if self.spool is None:
-            self._broken += 1
-            broken = self._broken
-        else:
+        self._broken += 1
+        if self.spool is not None:
             self.spool.note_broken("saving failed")
-            broken = self.spool.broken_saves
-        if broken < SAVE_ATTEMPTS_BROKEN:
+            self._broken = self.spool.broken_saves
+        if self._broken < SAVE_ATTEMPTS_BROKEN:
             return False
         metrics.quarantined_replays.inc()
-        if self.spool is None:
-            log.error(
-                "game {game_id}: saving failed {count} times the same way; given up (no spool to keep it)",
-                game_id=self.game_id,
-                count=broken,
-            )
-        else:
-            where = self.spool.quarantine(f"saving failed {broken} times", self._clock.seconds())
-            log.error(
-                "game {game_id}: saving failed {count} times the same way; its uploads are kept in "
-                "quarantine at {where} (docs/operations.md: Quarantine)",
-                game_id=self.game_id,
-                count=broken,
-                where=str(where),
-            )
+        kept = "given up (no spool to keep it)"
+        if self.spool is not None:
+            where = self.spool.quarantine(f"saving failed {self._broken} times", self._clock.seconds())
+            kept = f"its uploads are kept in quarantine at {where} (docs/operations.md: Quarantine)"
+        log.error(
+            "game {game_id}: saving failed {count} times the same way; {kept}",
+            game_id=self.game_id,
+            count=self._broken,
+            kept=kept,
+        )
         self._retry_delay = None
         self.state = State.DRAINING
         self._drain_or_finish()
