@@ -24,16 +24,20 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from faf_replay import metrics
 from faf_replay.client_address import forwarded_client
+from faf_replay.keepalive import acknowledged
 from faf_replay.protocol import ReplayFactory, ReplayProtocol, describe_peer
 from faf_replay.signed_url import SignedUrlError, check_signed_url
 
 log = Logger()
+
+#: Seconds a closing peer may go without acknowledging a byte before it is dropped.
+CLOSE_PATIENCE = 5.0
 
 
 class MessageTransport:
@@ -54,7 +58,7 @@ class MessageTransport:
     def loseConnection(self) -> None:
         if not self.disconnecting:
             self.disconnecting = True
-            self._websocket.sendClose(1000)
+            self._websocket.close_once_read()
 
     def abortConnection(self) -> None:
         self.disconnecting = True
@@ -96,17 +100,61 @@ class MessageTransport:
 
 
 class WebSocketReplayProtocol(WebSocketServerProtocol):
-    """One WebSocket connection, carrying one replay connection."""
+    """One WebSocket connection, carrying one replay connection.
+
+    Its two deadlines are timed here, on the reactor's clock, not by autobahn
+    (whose timers round to whole seconds): the opening handshake's, and the
+    close's, which waits as long as the peer goes on reading what our buffers
+    still hold (a slow watcher at the end of a long replay) and no longer.
+    """
 
     replay: ReplayProtocol | None = None
     last_read_size = 0
     #: Who the replay connection is from: the TCP peer, or behind a trusted
     #: proxy the client its X-Forwarded-For or X-Real-IP names (port unknown: 0).
     client: IAddress
+    _deadline: IDelayedCall | None = None
+    _acknowledged: int | None = None
 
     def connectionMade(self) -> None:
         self.client = self.transport.getPeer()
         super().connectionMade()
+        clock, timeout = self.factory.clock, self.factory.handshake_timeout
+        self._deadline = clock.callLater(timeout, self._no_handshake, timeout)
+
+    def _no_handshake(self, timeout: float) -> None:
+        self._deadline = None
+        metrics.rejected_connections.labels("websocket handshake timeout").inc()
+        log.info(
+            "websocket from {peer} closed: no opening handshake within {timeout:g} s",
+            peer=describe_peer(self.client),
+            timeout=timeout,
+        )
+        self.dropConnection(abort=True)
+
+    def close_once_read(self) -> None:
+        """Send the close frame, and drop the connection only once the peer
+        stops acknowledging what we sent without answering it."""
+        self.sendClose(1000)
+        self._acknowledged = acknowledged(self.transport)
+        self._deadline = self.factory.clock.callLater(CLOSE_PATIENCE, self._close_overdue)
+
+    def _close_overdue(self) -> None:
+        self._deadline = None
+        if self.state == WebSocketProtocol.STATE_CLOSED:
+            return
+        now = acknowledged(self.transport)
+        if now is not None and now != self._acknowledged:  # still reading: give it more time
+            self._acknowledged = now
+            self._deadline = self.factory.clock.callLater(CLOSE_PATIENCE, self._close_overdue)
+            return
+        self.dropConnection(abort=True)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+        super().connectionLost(reason)
 
     def dataReceived(self, data: bytes) -> None:
         self.last_read_size = len(data)
@@ -137,6 +185,9 @@ class WebSocketReplayProtocol(WebSocketServerProtocol):
             self.client = (IPv6Address if ":" in host else IPv4Address)("TCP", host, 0)
 
     def onOpen(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
         replay = self.factory.replay_factory.buildProtocol(self.client)
         if replay is None:  # over the connection limits
             self.dropConnection(abort=True)
@@ -182,9 +233,10 @@ class WebSocketReplayFactory(WebSocketServerFactory):
         self.clock = clock
         self.hmac_secret = hmac_secret
         self.hmac_lifetime = hmac_lifetime
+        self.handshake_timeout = handshake_timeout
         self.setProtocolOptions(
-            openHandshakeTimeout=handshake_timeout,
-            closeHandshakeTimeout=5,
+            openHandshakeTimeout=0,  # timed by the protocol itself, see WebSocketReplayProtocol
+            closeHandshakeTimeout=0,
             utf8validateIncoming=False,  # text payloads are replay bytes too
             maxFramePayloadSize=0,
             maxMessagePayloadSize=0,

@@ -159,6 +159,9 @@ class WebSocketClient(WebSocketClientProtocol):
         self.inner.dataReceived(payload)
 
     def onClose(self, wasClean, code, reason):
+        if self.closeHandshakeTimeoutCall is not None:  # autobahn leaves it pending once the TCP is gone
+            self.closeHandshakeTimeoutCall.cancel()
+            self.closeHandshakeTimeoutCall = None
         self.close_code = code
         if not self.opened.called:
             self.opened.errback(ConnectionError(f"websocket closed before opening: {code} {reason}"))
@@ -172,6 +175,8 @@ def connect_websocket(port: int, protocol: Protocol, path: str = "/", context: A
     scheme = "wss" if context is not None else "ws"
     factory = WebSocketClientFactory(f"{scheme}://127.0.0.1:{port}{path}")
     factory.protocol = lambda: WebSocketClient(protocol, opened)  # type: ignore[assignment]
-    factory.setProtocolOptions(openHandshakeTimeout=10)
+    # The client's own close timeout (autobahn's: 1 s, rounded down to a whole second)
+    # would abort an upload whose last messages are still on their way.
+    factory.setProtocolOptions(openHandshakeTimeout=10, closeHandshakeTimeout=30)
     connectWS(factory, contextFactory=context)
     return opened
