@@ -5,8 +5,15 @@
     .venv/bin/python -m benchmarks.load capacity --games 1450 --uploaders 8 --acceleration 1 --ramp 45
     .venv/bin/python -m benchmarks.load idle --connections 10000
     .venv/bin/python -m benchmarks.load watchers [--watchers 200 --size 5600000 --zstd-level 19]
+    .venv/bin/python -m benchmarks.load cost --server floor          # or floor-every-write, or anchor
+    .venv/bin/python -m benchmarks.load cost --compare --anchor-path /work/anchors/aio
 
 docs/benchmarks.md has the figures measured with these commands, and the machine.
+
+``--server`` loads another server with the same games: the floor
+(``benchmarks/floor.py``, what any server must spend on these sockets) or the
+asyncio anchor (``benchmarks/anchor.py``). ``--compare`` runs them in turn in
+one invocation and ends with a table of ratios (``benchmarks/compare.py``).
 
 Starts the server (this checkout) as a subprocess on free ports, and drives it
 over real TCP from several load-generator processes, each a plain
@@ -44,9 +51,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.process import Process
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
-CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 
 # -- streams -------------------------------------------------------------------------
@@ -99,6 +107,11 @@ def make_stream(name: str, size: int, vary: bool = False) -> bytes:
     return header + b"".join(parts)
 
 
+def stream_key(game: dict) -> tuple[str, int, bool]:
+    """The arguments of ``make_stream`` that give a planned game's stream."""
+    return game["recording"], game["size"], game.get("vary", False)
+
+
 def tick_times(stream: bytes, acceleration: float) -> list[tuple[float, int]]:
     """(seconds from the start, end offset) at every Advance command of the body."""
     header, _ = split(stream)
@@ -141,14 +154,14 @@ def generator(spec: dict) -> dict:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     address = (spec["host"], spec["port"])
-    streams: dict[tuple[str, int], bytes] = {}
+    streams: dict[tuple, bytes] = {}
     selector = selectors.DefaultSelector()
     uploads: list[Upload] = []
     watches: list[Watch] = []
     start = spec["start_at"]
     interval = spec["interval"]
     for game in spec["games"]:
-        key = (game["recording"], game["size"])
+        key = stream_key(game)
         if key not in streams:
             streams[key] = make_stream(*key)
         stream = streams[key]
@@ -260,32 +273,27 @@ def _target(upload: Upload, elapsed: float, rate: float | None, pacing) -> int:
 # -- the server -----------------------------------------------------------------------------
 
 
-class Server:
+class Server(Process):
+    """faf-replay (this checkout) under ``twistd``, on free ports, logging JSON."""
+
+    kind = "faf-replay"
+
     def __init__(self, workdir: Path, options: list[str]) -> None:
-        self.workdir = workdir
-        self.log_path = workdir / "server.log"
-        self._log = self.log_path.open("wb")
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from twisted.scripts.twistd import run; run()",
-                "-n",
-                "--pidfile=",
-                "faf-replay",
-                "--port=tcp:0:interface=127.0.0.1:backlog=4096",
-                "--http-port=tcp:0:interface=127.0.0.1",
-                "--log-format=json",
-                "--max-connections-per-address=1000000",
-                "--max-connections=1000000",
-                *options,
-            ],
-            cwd=workdir,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        command = [
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
+            "faf-replay",
+            "--port=tcp:0:interface=127.0.0.1:backlog=4096",
+            "--http-port=tcp:0:interface=127.0.0.1",
+            "--log-format=json",
+            "--max-connections-per-address=1000000",
+            "--max-connections=1000000",
+            *options,
+        ]
+        super().__init__(workdir, command, {**os.environ, "PYTHONPATH": str(ROOT)})
         self.game_port, self.http_port = self._ports()
 
     def _ports(self) -> tuple[int, int]:
@@ -295,19 +303,9 @@ class Server:
             if b"ReplayFactory" in ports and b"Site" in ports:
                 return ports[b"ReplayFactory"], ports[b"Site"]
             if self.process.poll() is not None:
-                sys.exit(self.log_path.read_text()[-3000:])
+                sys.exit(self.log_text()[-3000:])
             time.sleep(0.1)
         sys.exit("the server did not start")
-
-    def cpu(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
-
-    def memory(self) -> tuple[int, int]:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
-        peak = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
-        return rss * 1024, peak * 1024
 
     def metric(self, name: str) -> float:
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics").read().decode()
@@ -322,13 +320,6 @@ class Server:
             except ValueError:
                 continue
         return events
-
-    def stop(self) -> int:
-        self.process.terminate()
-        try:
-            return self.process.wait(600)
-        finally:
-            self._log.close()
 
 
 class Sampler:
@@ -409,6 +400,7 @@ def plan_games(args, first_id: int = 1_000_000) -> list[dict]:
                 "id": first_id + n,
                 "recording": args.recording,
                 "size": args.size,
+                "vary": args.vary,
                 "uploaders": uploaders,
                 "watchers": watchers,
             }
@@ -416,33 +408,42 @@ def plan_games(args, first_id: int = 1_000_000) -> list[dict]:
     return games
 
 
-def verify(server: Server, games: list[dict], results: list[dict], timeout: float) -> dict:
-    """Every game's saved file is the full stream; every watcher got exactly it."""
-    import fafreplay  # noqa: PLC0415
+def verify(server: Process, games: list[dict], results: list[dict], timeout: float) -> dict:
+    """Every game's saved file is the full stream; every watcher got exactly it.
 
+    A server that saves nothing (the floor) has only its watchers checked.
+    """
+    expected = {stream_key(game): make_stream(*stream_key(game)) for game in games}
+    outcome = verify_watchers(games, results, expected)
+    if not server.saves:
+        return {"saved": None, "verified": None, **outcome}
     from faf_replay.vault import vault_path  # noqa: PLC0415
 
     vault = server.workdir / "replays"
+    paths = {game["id"]: vault_path(vault, game["id"]) for game in games}
+    pending = set(paths)
     deadline = time.time() + timeout
-    expected = {}
-    for game in games:
-        key = (game["recording"], game["size"])
-        if key not in expected:
-            expected[key] = make_stream(*key)
-    while time.time() < deadline and not all(vault_path(vault, g["id"]).exists() for g in games):
-        time.sleep(0.5)
-    saved = verified = 0
-    for game in games:
-        path = vault_path(vault, game["id"])
-        if path.exists():
-            saved += 1
-            with path.open("rb") as file:
-                verified += fafreplay.extract_scfa(file) == expected[(game["recording"], game["size"])]
+    while pending and time.time() < deadline:
+        pending = {game_id for game_id in pending if not server.is_saved(paths[game_id])}
+        if pending:
+            time.sleep(0.5)
+    saved = len(games) - len(pending)
+    verified = sum(
+        1
+        for game in games
+        if game["id"] not in pending and server.read_saved(paths[game["id"]]) == expected[stream_key(game)]
+    )
+    return {"saved": saved, "verified": verified, **outcome}
+
+
+def verify_watchers(games: list[dict], results: list[dict], expected: dict[tuple, bytes]) -> dict:
+    """Watchers that got as many bytes as the stream, and those that got exactly it."""
     digests = {key: hashlib.sha256(stream).hexdigest() for key, stream in expected.items()}
-    by_id = {game["id"]: (game["recording"], game["size"]) for game in games}
+    by_id = {game["id"]: stream_key(game) for game in games}
     watches = [w for r in results for w in r["watches"]]
-    good_watches = sum(1 for w in watches if w["done"] and w["sha256"] == digests[by_id[w["game"]]])
-    return {"saved": saved, "verified": verified, "watchers": len(watches), "watchers_verified": good_watches}
+    complete = sum(1 for w in watches if w["done"] and w["received"] == len(expected[by_id[w["game"]]]))
+    good = sum(1 for w in watches if w["done"] and w["sha256"] == digests[by_id[w["game"]]])
+    return {"watchers": len(watches), "watchers_complete": complete, "watchers_verified": good}
 
 
 def save_latencies(server: Server) -> list[float]:
@@ -481,6 +482,7 @@ class Rows:
 
         server = mariadb.server()
         self.name = mariadb.fresh_database()
+        self.port = server.port
         self.url = f"mysql://{mariadb.USER}@127.0.0.1:{server.port}/{self.name}"
         self.password = mariadb.PASSWORD
         self.connection = MySQLdb.connect(
@@ -517,41 +519,49 @@ class Rows:
             return int(cursor.fetchone()[0])
 
 
-def capacity(args) -> dict:
+def start_server(args, games: list[dict]) -> tuple[Process, Rows | None]:
+    """The server ``--server`` names, started on a fresh work directory, and its database if any."""
     workdir = _workdir()
+    if args.kind in ("floor", "floor-every-write"):
+        from benchmarks.floor import FloorProcess  # noqa: PLC0415
+
+        return FloorProcess(workdir, "tick" if args.kind == "floor" else "every-write"), None
+    if args.kind == "anchor":
+        from benchmarks.anchor import Anchor  # noqa: PLC0415
+
+        if not args.anchor_path:
+            sys.exit(
+                "--server anchor needs --anchor-path (a checkout with its .venv, see benchmarks/anchor.py)"
+            )
+        rows = Rows(games)
+        return Anchor(workdir, args.anchor_path[0], rows, delay=args.delay, grace=args.grace), rows
     options = [
         f"--delay={args.delay}",
         f"--grace={args.grace}",
         f"--zstd-level={args.zstd_level}",
         *args.server,
     ]
-    games = plan_games(args)
     rows = None
     if args.mariadb:
         rows = Rows(games)
         os.environ["FAF_REPLAY_DB_PASSWORD"] = rows.password
         options.append(f"--db={rows.url}")
-    server = Server(workdir, options)
+    return Server(workdir, options), rows
+
+
+def start_profiler(pid: int, path: str) -> subprocess.Popen:
+    """py-spy recording ``pid`` (raw collapsed stacks, 100 Hz) into ``path`` until the process ends."""
+    command = [_py_spy(), "record", "--pid", str(pid), "--format", "raw", "--rate", "100"]
+    return subprocess.Popen(
+        [*command, "--output", path, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def capacity(args) -> dict:
+    games = plan_games(args)
+    server, rows = start_server(args, games)
     sampler = Sampler(server)
-    profiler = None
-    if args.profile:
-        profiler = subprocess.Popen(
-            [
-                _py_spy(),
-                "record",
-                "--pid",
-                str(server.process.pid),
-                "--format",
-                "raw",
-                "--rate",
-                "100",
-                "--output",
-                args.profile,
-                "--nonblocking",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    profiler = start_profiler(server.process.pid, args.profile) if args.profile else None
     sampler.mark("start")
     baseline, _ = server.memory()
     start_at = time.time() + args.ramp
@@ -591,6 +601,8 @@ def capacity(args) -> dict:
     steady = [s[2] for s in sampler.samples if start_at + 5 <= s[0] <= sampler.marks["uploads ended"]]
     connections = args.games * (args.uploaders + args.watchers)
     figures = {
+        "server": server.kind,
+        **{f"server_{key}": value for key, value in server.describe().items()},
         "machine_cpus": os.cpu_count(),
         "games": args.games,
         "connections": connections,
@@ -607,17 +619,24 @@ def capacity(args) -> dict:
         "rss_per_connection_kib": (
             round((statistics.median(steady) - baseline) / connections / 1024, 1) if steady else None
         ),
-        "bytes_in": int(received),
-        "bytes_out": int(sent),
+        "bytes_in": _rounded(received, 0),
+        "bytes_out": _rounded(sent, 0),
         **outcome,
         "save_latency_median_s": round(statistics.median(latencies), 3) if latencies else None,
         "save_latency_p99_s": round(percentile(latencies, 0.99), 3) if latencies else None,
-        "longest_reactor_stall_s": round(stall, 4),
+        "longest_reactor_stall_s": _rounded(stall, 4),
         "server_exit": exit_code,
     }
     if args.plot:
         plot(sampler, args.plot)
     return figures
+
+
+def _rounded(value: float | None, digits: int) -> float | int | None:
+    """A metric rounded, or None where the server has no such metric."""
+    if value is None:
+        return None
+    return int(value) if digits == 0 else round(value, digits)
 
 
 def plot(sampler: Sampler, path: str) -> None:
@@ -786,6 +805,9 @@ def main() -> None:
     shared.add_argument("--acceleration", type=float, default=None, help="pace by the replay's ticks instead")
     shared.add_argument("--size", type=int, default=300_000, help="bytes per upload")
     shared.add_argument("--recording", default="example")
+    shared.add_argument(
+        "--vary", action="store_true", help="vary the repeated body (compresses like a real long game)"
+    )
     shared.add_argument("--generators", type=int, default=4)
     shared.add_argument("--ramp", type=float, default=10, help="seconds to open every connection")
     shared.add_argument("--delay", type=float, default=5)
@@ -802,7 +824,24 @@ def main() -> None:
     shared.add_argument(
         "--mariadb", action="store_true", help="save through the test suite's private MariaDB, a row per game"
     )
-    shared.add_argument("server", nargs="*", help="more server options, after --")
+    shared.add_argument(
+        "--server",
+        dest="kind",
+        default="faf-replay",
+        choices=["faf-replay", "floor", "floor-every-write", "anchor"],
+        help="the server to load: faf-replay, the floor (benchmarks/floor.py) or the asyncio anchor",
+    )
+    shared.add_argument(
+        "--anchor-path",
+        action="append",
+        help="faf-aio-replayserver's checkout, with its .venv (--compare: repeat it to run several)",
+    )
+    shared.add_argument(
+        "--compare",
+        action="store_true",
+        help="run faf-replay, faf-replay at zstd 19, both floors and (with --anchor-path) the anchor in turn",
+    )
+    shared.add_argument("server", nargs="*", help="more faf-replay options, after --")
     commands.add_parser("capacity", parents=[shared], help="many games streaming at once")
     cost = commands.add_parser(
         "cost", parents=[shared], help="capacity with the anchor's cost scenario: 400 games of 300 KB"
@@ -821,8 +860,14 @@ def main() -> None:
     if args.command == "generator":
         print(json.dumps(generator(json.loads(sys.stdin.read()))))
         return
-    figures = {"capacity": capacity, "cost": capacity, "idle": idle, "watchers": watchers}[args.command](args)
-    print(table(figures))
+    run = {"capacity": capacity, "cost": capacity, "idle": idle, "watchers": watchers}[args.command]
+    if getattr(args, "compare", False):
+        from benchmarks.compare import compare  # noqa: PLC0415
+
+        figures = compare(args, run, table)
+    else:
+        figures = run(args)
+        print(table(figures))
     if args.keep:
         print("kept: " + " ".join(str(path) for path in _WORKDIRS))
     else:

@@ -1,0 +1,128 @@
+"""One load, one machine, one invocation: faf-replay against its floor and the anchor.
+
+    .venv/bin/python -m benchmarks.load cost --compare [--anchor-path /work/anchors/aio]
+
+Runs the load benchmark's games (the same plan, so the same bytes) against,
+in turn: faf-replay with its defaults (zstd 10, or ``--zstd-level``),
+faf-replay at zstd 19 (the anchor's level), the floor reading once a tick,
+the floor reading every write, and the asyncio anchor when ``--anchor-path``
+gives it (repeated: each checkout in turn, the first one named "anchor", the
+one the ratios use). Each run prints its own table as it ends; then one table of CPU per
+phase and of the ratios the issue sets targets for. Ratios between runs of
+one invocation are what this is for: figures from different days or machines
+do not compare (this machine's CPU time varies by a factor of four between
+days). ``--profile`` and ``--plot`` are not used here: py-spy would cost the
+profiled run CPU that the others do not pay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+#: (numerator run, its phase, denominator run, its phase, the target the issue sets or None)
+RATIOS = [
+    ("faf-replay", "total", "anchor", "total", 1 / 8),
+    ("faf-replay", "streaming", "floor", "streaming", 2.5),
+    ("faf-replay", "streaming", "floor-every-write", "streaming", None),
+    ("faf-replay", "saving", "anchor", "saving", None),
+    ("faf-replay zstd 19", "total", "anchor", "total", None),
+    ("faf-replay zstd 19", "saving", "anchor", "saving", None),
+    ("anchor", "streaming", "floor", "streaming", None),
+    ("floor-every-write", "streaming", "floor", "streaming", None),
+]
+
+PHASES = ("streaming", "saving", "total")
+
+
+def variants(args) -> list[tuple[str, dict]]:
+    """The runs: a name and what differs from the command line's arguments."""
+    runs = [("faf-replay", {"kind": "faf-replay"})]
+    if args.zstd_level != 19:
+        runs.append(("faf-replay zstd 19", {"kind": "faf-replay", "zstd_level": 19}))
+    runs += [("floor", {"kind": "floor"}), ("floor-every-write", {"kind": "floor-every-write"})]
+    for n, path in enumerate(args.anchor_path or []):
+        name = "anchor" if n == 0 else f"anchor {Path(path).name}"
+        runs.append((name, {"kind": "anchor", "anchor_path": [path]}))
+    return runs
+
+
+def ratios(cpu: dict[str, dict[str, float]]) -> list[dict]:
+    """The ratios of ``RATIOS`` between the runs that took place, with their targets and verdicts."""
+    rows = []
+    for top, top_phase, bottom, bottom_phase, target in RATIOS:
+        if top not in cpu or bottom not in cpu or not cpu[bottom][bottom_phase]:
+            continue
+        value = cpu[top][top_phase] / cpu[bottom][bottom_phase]
+        rows.append(
+            {
+                "ratio": f"{top} {top_phase} / {bottom} {bottom_phase}",
+                "value": round(value, 3),
+                "target": None if target is None else round(target, 3),
+                "met": None if target is None else value <= target,
+            }
+        )
+    return rows
+
+
+def comparison_table(runs: dict[str, dict], rows: list[dict]) -> str:
+    """The runs' CPU by phase and what they verified, then the ratios."""
+    width = max(len(name) for name in runs)
+    lines = [f"{'server':<{width}}  streaming  saving   total  saved/verified  watchers complete/exact"]
+    for name, figures in runs.items():
+        cpu = figures["server_cpu_seconds"]
+        saved = "-" if figures["saved"] is None else f"{figures['saved']}/{figures['verified']}"
+        watchers = f"{figures['watchers_complete']}/{figures['watchers_verified']} of {figures['watchers']}"
+        lines.append(
+            f"{name:<{width}}  {cpu['streaming']:9.2f}  {cpu['saving']:6.2f}  {cpu['total']:6.2f}"
+            f"  {saved:>14}  {watchers}"
+        )
+    lines.append("")
+    ratio_width = max((len(row["ratio"]) for row in rows), default=5)
+    for row in rows:
+        lines.append(f"{row['ratio']:<{ratio_width}}  {row['value']:7.3f}{_verdict(row)}")
+    return "\n".join(lines)
+
+
+def _verdict(row: dict) -> str:
+    if row["target"] is None:
+        return ""
+    return f"  target <= {row['target']}: {'met' if row['met'] else 'MISSED'}"
+
+
+def machine() -> dict:
+    """The CPU model and count, as lscpu names them."""
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
+    return {"cpu_model": model, "cpus": os.cpu_count()}
+
+
+def settle() -> list[float]:
+    """Let the previous run's writes reach the disk, so that they are not the next run's to wait for."""
+    os.sync()
+    time.sleep(10)
+    return [float(value) for value in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def compare(args, run: Callable[[argparse.Namespace], dict], table: Callable[[dict], str]) -> dict:
+    """Every variant with the same games, one after the other; the figures and the ratios."""
+    runs: dict[str, dict] = {}
+    for name, overrides in variants(args):
+        load = settle()
+        print(f"== {name} (load average {load[0]:.2f})", flush=True)
+        figures = run(argparse.Namespace(**{**vars(args), **overrides, "profile": None, "plot": None}))
+        figures["load_average_before"] = load
+        runs[name] = figures
+        print(table(figures), flush=True)
+    rows = ratios({name: figures["server_cpu_seconds"] for name, figures in runs.items()})
+    print("\n" + comparison_table(runs, rows), flush=True)
+    return {"machine": machine(), "runs": runs, "ratios": rows}
