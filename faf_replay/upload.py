@@ -3,10 +3,12 @@
 ``ReplayProtocol`` switches into :class:`UploadProtocol` after ``P/…\\0``. It
 feeds the bytes to its :class:`~faf_replay.stream.UploadStream` (and so to the
 spool); the game reads the stream at its next tick. Once the replay header is
-in, body bytes need not be read the moment they arrive: after each read the
-upload pauses its socket until the game's next tick, so the kernel gathers the
-ten writes a second FA makes into one read (the header phase stays immediate,
-and so does a big burst: a read that filled the buffer means more is waiting). An upload is closed when
+in, body bytes need not be read the moment they arrive: the upload is read at
+the game's ticks, so the kernel gathers the ten writes a second FA makes into
+one read (the header phase stays immediate, and so does a big burst: a read
+that filled the buffer means more is waiting). A plain socket is read by the
+tick itself, out of the reactor's reading set (``tick_reads``); other
+transports pause after a read and resume at the tick. An upload is closed when
 its replay header is invalid, when it does not complete one within
 ``replay_header_timeout``, or when it sends more than ``max_upload_bytes``
 (what came before stays in the replay). One the merge dropped keeps its
@@ -25,6 +27,7 @@ from faf_replay.game import Game
 from faf_replay.keepalive import describe_loss, verdict
 from faf_replay.settings import Settings
 from faf_replay.stream import ReplayHeaderError, UploadStream
+from faf_replay.tick_reads import read_now, readable_at_ticks
 
 log = Logger()
 
@@ -46,12 +49,15 @@ class UploadProtocol(Protocol):
         self._header_call: IDelayedCall | None = None
         self._closed_because: str | None = None
         self._paused = False
+        #: A plain socket the tick reads itself (``tick_reads``); decided at connectionMade.
+        self._tick_reads = False
         self._lost = False
         #: When the player's game last sent something (a silent one may have vanished).
         self.last_data_at = clock.seconds()
 
     def connectionMade(self) -> None:
         metrics.active_connections.labels("writer").inc()
+        self._tick_reads = readable_at_ticks(self.transport)
         self._header_call = self._clock.callLater(self._header_timeout, self._no_header)
 
     def dataReceived(self, data: bytes) -> None:
@@ -77,15 +83,30 @@ class UploadProtocol(Protocol):
         read_size = getattr(self.transport, "last_read_size", len(data))
         if stream.header is not None and read_size < BURST and not self._paused:
             self._paused = True
-            self.transport.pauseProducing()
+            if self._tick_reads:
+                self.transport.stopReading()  # nothing to do if the tick read this
+            else:
+                self.transport.pauseProducing()
             self.game.resume_at_tick(self)
 
     def resume(self) -> None:
         """The game's tick: read what gathered since the last one."""
-        if self._paused:
-            self._paused = False
-            if not self._lost and not self.transport.disconnecting:
-                self.transport.resumeProducing()
+        if not self._paused:
+            return
+        self._paused = False
+        if self._lost or self.transport.disconnecting:
+            return
+        if not self._tick_reads:
+            self.transport.resumeProducing()
+            return
+        before = self.stream.received
+        if not read_now(self.transport) or self._paused or self.transport.disconnecting:
+            return  # it ended, or it brought a trickle and waits for the next tick again
+        if self.stream.received == before:
+            self._paused = True  # nothing came: look again at the next tick
+            self.game.resume_at_tick(self)
+        else:
+            self.transport.startReading()  # a burst: read it as it comes until it slows down
 
     def drain(self) -> None:
         """Read now whatever waits in the socket (the write phase is ending)."""

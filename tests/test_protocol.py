@@ -2,9 +2,11 @@
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from faf_replay.database import DatabaseError, GameStatus
@@ -224,6 +226,110 @@ class Uploads(ProtocolTestCase):
         dropped.dataReceived(b"x" * 100)
         self.assertEqual(dropped.stream.body, b"")
         self.assertEqual(len(self.logs.matching("diverged at body byte 7025")), 1)
+
+
+class Socket(StringTransport):
+    """A transport that is a socket the reactor reads: what ``tick_reads`` needs.
+
+    ``arrive`` puts bytes (or the connection's end) in its receive buffer;
+    ``doRead`` hands them to the protocol as ``tcp.Connection`` does.
+    """
+
+    def __init__(self, peerAddress):
+        super().__init__(peerAddress=peerAddress)
+        self.reading = True
+        self.waiting: list[bytes | Exception] = []
+        self.reads = 0
+        self.lost: Failure | None = None
+
+    def arrive(self, data: bytes | Exception) -> None:
+        self.waiting.append(data)
+
+    def doRead(self):
+        self.reads += 1
+        if not self.waiting:
+            return None  # EWOULDBLOCK
+        data = self.waiting.pop(0)
+        if isinstance(data, Exception):
+            return data
+        self.protocol.dataReceived(data)
+        return None
+
+    def startReading(self):
+        self.reading = True
+
+    def stopReading(self):
+        self.reading = False
+
+    def fileno(self):
+        return 99
+
+    def connectionLost(self, reason):
+        self.lost = reason
+        self.protocol.connectionLost(reason)
+
+
+class TickReads(ProtocolTestCase):
+    """A plain socket is read by its game's tick, out of the reactor's reading set."""
+
+    def connect_socket(self) -> tuple[ReplayProtocol, Socket]:
+        self.peers += 1
+        address = IPv4Address("TCP", "192.0.2.7", 40000 + self.peers)
+        protocol = self.factory.buildProtocol(address)
+        transport = Socket(address)
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_a_trickle_is_read_at_the_tick_and_a_burst_as_it_comes(self):
+        header, body = split(recording("example"))
+        protocol, transport = self.connect_socket()
+        protocol.dataReceived(b"P/12/p.SCFAreplay\0" + header[:1000])
+        self.assertTrue(transport.reading)  # the header phase is immediate
+        protocol.dataReceived(header[1000:] + body[:500])
+        self.assertFalse(transport.reading)  # out of the reactor's reading set...
+        self.assertEqual(transport.producerState, "producing")  # ...not paused: no resume to pay
+        transport.arrive(body[500:900])
+        self.advance(1)
+        upload = protocol._sub
+        self.assertEqual(len(upload.stream.body), 900)  # the tick read it
+        self.assertFalse(transport.reading)
+        reads = transport.reads
+        self.advance(3)  # nothing comes: one read a tick, still out of the set
+        self.assertEqual(transport.reads, reads + 3)
+        self.assertFalse(transport.reading)
+        transport.arrive(body[900:30000])  # a burst: back to the reactor
+        self.advance(1)
+        self.assertTrue(transport.reading)
+        protocol.dataReceived(body[30000:30100])  # the reactor read a trickle again
+        self.assertFalse(transport.reading)
+        transport.arrive(ConnectionDone())
+        self.advance(1)
+        self.assertIsInstance(transport.lost.value, ConnectionDone)
+        self.assertEqual(upload.game.uploader_count, 0)
+        self.advance(self.settings.grace + 1)
+        self.assertEqual(self.saves.bodies, [body[:30100]])
+        [line] = self.logs.matching("upload 'p.SCFAreplay' from 192.0.2.7:40001 ended after")
+        self.assertNotIn("connection lost", line)
+
+    def test_a_reset_found_at_the_tick_is_the_reactors_verdict(self):
+        header, body = split(recording("example"))
+        protocol, transport = self.connect_socket()
+        protocol.dataReceived(b"P/12/p.SCFAreplay\0" + header + body[:500])
+        resets = metric("replayserver_lost_connections_total", category="writer", verdict="reset")
+        transport.arrive(ConnectionLost())
+        self.advance(1)
+        self.assertIsInstance(transport.lost.value, ConnectionLost)
+        [line] = self.logs.matching("upload 'p.SCFAreplay' from 192.0.2.7:40001 ended after")
+        self.assertIn("connection lost: reset", line)
+        lost = metric("replayserver_lost_connections_total", category="writer", verdict="reset")
+        self.assertEqual(lost, resets + 1)
+
+    def test_other_transports_pause_and_resume(self):
+        header, body = split(recording("example"))
+        protocol, transport = self.connect()  # no socket of its own (TLS, WebSocket frames)
+        protocol.dataReceived(b"P/12/p.SCFAreplay\0" + header + body[:500])
+        self.assertEqual(transport.producerState, "paused")
 
 
 class Watchers(ProtocolTestCase):
