@@ -3,6 +3,7 @@ import io
 import json
 import os
 import stat
+import threading
 
 import fafreplay
 import zstandard
@@ -56,6 +57,25 @@ class Encoding(SynchronousTestCase):
         self.assertEqual(decompressor.decompress(frame), scfa)
         self.assertEqual(decompressor.unused_data, b"")
         self.assertEqual(fafreplay.extract_scfa(io.BytesIO(data)), scfa)
+
+    def test_a_reused_compressor_gives_each_replay_its_own_whole_frame(self):
+        """One compressor per thread and level serves every save: each frame
+        stands alone, whatever came before it (sizes, levels, threads)."""
+        replays = [recording("example"), recording("8805603")[:5000], recording("example")[:10]]
+        for level in (10, 3, 10):
+            for scfa in replays:
+                frame = encode_replay({"uid": 1}, scfa, level).split(b"\n", 1)[1]
+                self.assertEqual(zstandard.get_frame_parameters(frame).content_size, len(scfa))
+                self.assertEqual(zstandard.ZstdDecompressor().decompress(frame), scfa)
+        results = {}
+
+        def in_thread():
+            results["frame"] = encode_replay({"uid": 2}, replays[1], 10).split(b"\n", 1)[1]
+
+        thread = threading.Thread(target=in_thread)
+        thread.start()
+        thread.join()
+        self.assertEqual(zstandard.decompress(results["frame"]), replays[1])
 
 
 class Writing(SynchronousTestCase):
