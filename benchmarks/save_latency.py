@@ -1,5 +1,6 @@
 """How long one save takes end to end with the database: read the game's record,
-compress and write the file, mark the row. Uses the test suite's private MariaDB.
+compress and write the file with its outbox entry, mark the row, remove the entry.
+Uses the test suite's private MariaDB.
 
     .venv/bin/python -m benchmarks.save_latency [--runs 15] [--recording example]
 
@@ -19,8 +20,10 @@ from twisted.internet import defer, reactor
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from faf_replay.bookkeeping import Bookkeeper
 from faf_replay.database import Database
 from faf_replay.finished import FinishedReplay
+from faf_replay.outbox import Outbox
 from faf_replay.saving import Saver
 from faf_replay.settings import Settings
 from tests.recordings import recording, split
@@ -48,7 +51,8 @@ def measure(runs: int, name: str, level: int):
     pool = ThreadPool(0, 4, name="bench")
     pool.start()
     vault = tempfile.mkdtemp(prefix="faf-replay-bench-")
-    saver = Saver(Settings(vault=vault, zstd_level=level), reactor, pool, database)
+    bookkeeper = Bookkeeper(Outbox(os.path.join(vault, "outbox")), database, reactor, pool)
+    saver = Saver(Settings(vault=vault, zstd_level=level), reactor, pool, database, bookkeeper)
     header, body = split(recording(name))
     timings = []
     try:
@@ -58,6 +62,7 @@ def measure(runs: int, name: str, level: int):
             saved = yield saver.save(FinishedReplay(game_id, header, body, "bench", 1.0, 2.0))
             timings.append(time.perf_counter() - started)
             assert saved is not None and db.replay_row(game_id)[1] == 1
+            assert not len(bookkeeper.outbox), "the row was not marked in time"
     finally:
         database.close()
         pool.stop()

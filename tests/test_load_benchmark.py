@@ -290,3 +290,17 @@ class ProfileAreas(SynchronousTestCase):
         self.assertIn("60 samples of work (100 Hz: about 0.6 s), 40 waiting", text)
         self.assertIn(" 50.0 %  socket reads", text)
         self.assertIn("(waiting)", text)
+
+
+class SaveLatency(TestCase):
+    """``benchmarks.save_latency`` saves through the server's own path, outbox included."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_each_save_marks_its_row_and_empties_the_outbox(self):
+        from benchmarks.save_latency import measure  # noqa: PLC0415
+
+        timings = yield measure(2, "example", 10)  # asserts the row and the outbox itself
+        self.assertEqual(len(timings), 2)
+        self.assertTrue(all(0 < t < 30 for t in timings), timings)
