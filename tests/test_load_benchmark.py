@@ -15,6 +15,7 @@ from benchmarks.compare import comparison_table, ratios, variants
 from benchmarks.floor import Floor, Game, reader_for
 from benchmarks.load import Upload, _target, make_stream, split, stream_key, tick_times, verify_watchers
 from benchmarks.profile_areas import by_area, parse, report
+from benchmarks.save_latency import measure
 from tests.recordings import recording
 
 
@@ -299,8 +300,6 @@ class SaveLatency(TestCase):
 
     @defer.inlineCallbacks
     def test_each_save_marks_its_row_and_empties_the_outbox(self):
-        from benchmarks.save_latency import measure  # noqa: PLC0415
-
         timings = yield measure(2, "example", 10)  # asserts the row and the outbox itself
         self.assertEqual(len(timings), 2)
         self.assertTrue(all(0 < t < 30 for t in timings), timings)
