@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from faf_replay import metrics
 from faf_replay.game import Game
-from faf_replay.keepalive import acknowledged, describe_loss, verdict
+from faf_replay.keepalive import acknowledged, loss_of
 from faf_replay.settings import Settings
 
 log = Logger()
@@ -163,9 +163,9 @@ class DownloadProtocol(Protocol):
         self.game.remove_watcher(self)
         complete = self.game.finished and self._position >= self.game.visible
         silent_for = self._clock.seconds() - self._progress_at
-        lost = verdict(reason, silent_for, self._settings)
+        lost = loss_of(reason, silent_for, self._settings)
         if lost is not None:
-            metrics.lost_connections.labels("reader", lost).inc()
+            metrics.lost_connections.labels("reader", lost.verdict).inc()
         log.info(
             "game {game_id}: watcher {name!r} from {peer} left after {sent} bytes ({how}){loss}",
             game_id=self.game.game_id,
@@ -173,5 +173,5 @@ class DownloadProtocol(Protocol):
             peer=self.peer,
             sent=self.sent,
             how="whole replay sent" if complete else "before the end",
-            loss=describe_loss(lost, silent_for),
+            loss=lost.description if lost is not None else "",
         )

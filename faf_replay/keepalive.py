@@ -12,8 +12,9 @@ every connection accepted there (TCP, WebSocket, HTTP, PROXY-wrapped alike),
 so no connection pays for them.
 
 When such a connection ends, Twisted says only "connection lost": the
-kernel's errno is not passed on. :func:`verdict` tells the cases apart from
-what the protocol knows: how long the peer had been silent.
+kernel's errno is not passed on. :func:`loss_of` tells the cases apart from
+what the protocol knows: how long the peer had been silent, or what a
+transport that knows more (a WebSocket's close, its pings) said.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.python.failure import Failure
 
 from faf_replay.settings import Settings
@@ -62,26 +63,40 @@ class Keepalive:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, round(self.detection * 1000))
 
 
-def verdict(reason: Failure | None, silent_for: float, settings: Settings) -> str | None:
-    """Why a connection ended, when not cleanly: ``"no answer"`` when the peer
-    had been silent long enough for the kernel's keepalive (or user timeout)
-    to give up on it, ``"reset"`` otherwise; None for a clean end."""
+class KnownLoss(ConnectionLost):
+    """A connection's end whose cause the transport itself knows (a WebSocket's
+    close code, a ping left unanswered), where TCP would only say "lost"."""
+
+    def __init__(self, verdict: str, detail: str) -> None:
+        super().__init__(detail)
+        self.verdict = verdict
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Loss:
+    """Why a connection ended, when not cleanly."""
+
+    #: The label of ``replayserver_lost_connections_total``: ``no answer``,
+    #: ``reset``, or a transport's own (``no pong``, ``protocol error``).
+    verdict: str
+    #: The end of the connection's log line.
+    description: str
+
+
+def loss_of(reason: Failure | None, silent_for: float, settings: Settings) -> Loss | None:
+    """None for a clean end. Else what the transport knew (:class:`KnownLoss`),
+    or, where it says only "lost": ``no answer`` when the peer had been silent
+    long enough for the kernel's keepalive (or user timeout) to give up on it,
+    ``reset`` otherwise."""
     if reason is None or reason.check(ConnectionDone):
         return None
+    if isinstance(reason.value, KnownLoss):
+        return Loss(reason.value.verdict, f" (connection lost: {reason.value.detail})")
     keepalive = Keepalive.from_settings(settings)
     if keepalive.enabled and silent_for >= keepalive.detection - keepalive.interval:
-        return "no answer"
-    return "reset"
-
-
-def describe_loss(lost: str | None, silent_for: float) -> str:
-    """The end of a log line about a connection that ended: nothing for a
-    clean end, else why (``verdict``) and how long the peer had been silent."""
-    if lost is None:
-        return ""
-    if lost == "no answer":
-        return f" (connection lost: no answer for {silent_for:.0f} s, the peer vanished)"
-    return f" (connection lost: reset after {silent_for:.0f} s of silence)"
+        return Loss("no answer", f" (connection lost: no answer for {silent_for:.0f} s, the peer vanished)")
+    return Loss("reset", f" (connection lost: reset after {silent_for:.0f} s of silence)")
 
 
 def acknowledged(transport: Any) -> int | None:

@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 
 from faf_replay import metrics
 from faf_replay.game import Game
-from faf_replay.keepalive import describe_loss, verdict
+from faf_replay.keepalive import loss_of
 from faf_replay.settings import Settings
 from faf_replay.stream import ReplayHeaderError, UploadStream
 from faf_replay.tick_reads import read_now, readable_at_ticks
@@ -157,9 +157,9 @@ class UploadProtocol(Protocol):
                 outcome = "ended"
             metrics.served_connections.labels(metrics.SUCCESS).inc()
         silent_for = self._clock.seconds() - self.last_data_at
-        lost = verdict(reason, silent_for, self._settings)
+        lost = loss_of(reason, silent_for, self._settings)
         if lost is not None:
-            metrics.lost_connections.labels("writer", lost).inc()
+            metrics.lost_connections.labels("writer", lost.verdict).inc()
         log.info(
             "game {game_id}: upload {name!r} from {peer} {outcome} after {received} bytes{how}",
             game_id=self.game.game_id,
@@ -167,5 +167,5 @@ class UploadProtocol(Protocol):
             peer=self.peer,
             outcome=outcome,
             received=stream.received,
-            how=describe_loss(lost, silent_for),
+            how=lost.description if lost is not None else "",
         )

@@ -15,7 +15,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from faf_replay.keepalive import Keepalive, acknowledged, describe_loss, verdict
+from faf_replay.keepalive import Keepalive, KnownLoss, acknowledged, loss_of
 from faf_replay.settings import Settings
 from faf_replay.silence import SilenceRule
 from tests.clients import start_server, until
@@ -117,13 +117,21 @@ class Verdicts(SynchronousTestCase):
     def test_verdicts(self):
         settings = Settings()  # found after 120 s of silence
         lost = Failure(ConnectionLost())
-        self.assertIsNone(verdict(None, 500, settings))
-        self.assertIsNone(verdict(Failure(ConnectionDone()), 500, settings))
-        self.assertEqual(verdict(lost, 121, settings), "no answer")
-        self.assertEqual(verdict(lost, 3, settings), "reset")
-        self.assertEqual(verdict(lost, 500, settings.replace(keepalive_idle=0)), "reset")
-        self.assertEqual(describe_loss(None, 3), "")
-        self.assertIn("no answer for 121 s, the peer vanished", describe_loss("no answer", 121))
+        self.assertIsNone(loss_of(None, 500, settings))
+        self.assertIsNone(loss_of(Failure(ConnectionDone()), 500, settings))
+        vanished = loss_of(lost, 121, settings)
+        self.assertEqual(vanished.verdict, "no answer")
+        self.assertIn("no answer for 121 s, the peer vanished", vanished.description)
+        self.assertEqual(loss_of(lost, 3, settings).verdict, "reset")
+        self.assertEqual(loss_of(lost, 500, settings.replace(keepalive_idle=0)).verdict, "reset")
+
+    def test_a_transport_that_knows_why(self):
+        """A WebSocket's own verdict wins over the guess from silence."""
+        known = Failure(KnownLoss("no pong", "no answer to a WebSocket ping for 30 s"))
+        for silent_for in (3, 500):
+            lost = loss_of(known, silent_for, Settings())
+            self.assertEqual(lost.verdict, "no pong")
+            self.assertEqual(lost.description, " (connection lost: no answer to a WebSocket ping for 30 s)")
 
 
 class Silence(SynchronousTestCase):
