@@ -76,8 +76,10 @@ vault_writable = Gauge(
 )
 lost_connections = Counter(
     "replayserver_lost_connections",
-    "Uploads and watchers whose connection ended without a clean close, by category (writer, "
-    "reader) and verdict: 'no answer' (silent until TCP keepalive gave up: the peer vanished) or 'reset'.",
+    "Connections that ended without a clean close, by category (writer, reader; initial: a WebSocket "
+    "before its header) and verdict: 'no answer' (silent until TCP keepalive gave up: the peer "
+    "vanished), 'reset', 'no pong' (a WebSocket ping unanswered: the peer vanished) or 'protocol "
+    "error' (a WebSocket closed with an error code, or breaking the protocol).",
     ["category", "verdict"],
 )
 silent_uploads = Counter(

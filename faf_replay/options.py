@@ -18,6 +18,13 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from faf_replay import rust_config
+from faf_replay.client_address import (
+    CLOUDFLARE,
+    Network,
+    TrustedProxies,
+    TrustedProxiesError,
+    read_ranges,
+)
 from faf_replay.database_config import DatabaseConfig, DatabaseConfigError
 from faf_replay.settings import Settings, SettingsError, load_toml
 
@@ -31,6 +38,8 @@ HELP = {
     "ws_handshake_timeout": "seconds a WebSocket client has for its opening handshake",
     "ws_hmac_secret_file": "a file with the secret of signed WebSocket URLs (none: not checked)",
     "ws_hmac_lifetime": "seconds a signed WebSocket URL stays valid",
+    "ws_ping_interval": "seconds a WebSocket may stay silent before it is pinged (0: no pings)",
+    "ws_ping_timeout": "seconds a pinged WebSocket has to answer before it is closed as vanished",
     "http_port": "strports endpoint for /metrics, /health and the live-games API (off: none)",
     "vault": "directory saved replays go to",
     "delay": "seconds watchers stay behind the game",
@@ -56,8 +65,11 @@ HELP = {
     "max_watchers_per_game": "watchers of one game at once",
     "max_connections_per_address": "open connections from one address",
     "max_connections": "open connections in all",
-    "trusted_proxies": "proxies whose PROXY header or X-Forwarded-For names the client "
-    "(addresses, networks, private or none); their own addresses have no per-address limit",
+    "trusted_proxies": "proxies whose PROXY header, X-Forwarded-For or CF-Connecting-IP names the "
+    "client (addresses, networks, private, cloudflare or none); their own addresses have no "
+    "per-address limit",
+    "cloudflare_ranges_file": "a file of Cloudflare's address ranges, one per line, instead of the "
+    "list shipped with the package",
     "spool": "where uploads are kept until their replay is saved [default: .faf-replay-spool in the vault]",
     "spool_sync": "seconds between writes and fsyncs of the spool",
     "spool_open_files": "spooled uploads with an open file at once (0: a quarter of the open-file limit)",
@@ -125,6 +137,8 @@ class Options(usage.Options):
 
     database: DatabaseConfig | None = None
     hmac_secret: bytes | None = None
+    #: Whose word on a client's address is taken (``trusted_proxies``).
+    trusted: TrustedProxies
     #: The Rust server's configuration, when RS_CONFIG_FILE names one.
     rust: rust_config.RustConfig | None = None
 
@@ -170,6 +184,23 @@ class Options(usage.Options):
                 raise usage.UsageError(str(error)) from None
         if self.settings.ws_hmac_secret_file:
             self.hmac_secret = _read_secret(self.settings.ws_hmac_secret_file)
+        cloudflare = CLOUDFLARE
+        if self.settings.cloudflare_ranges_file:
+            cloudflare = _read_ranges(self.settings.cloudflare_ranges_file)
+        self.trusted = TrustedProxies.parse(self.settings.trusted_proxies, cloudflare)
+
+
+def _read_ranges(path: str) -> tuple[Network, ...]:
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except (OSError, UnicodeDecodeError) as error:
+        why = getattr(error, "strerror", None) or str(error)
+        raise usage.UsageError(f"cannot read cloudflare_ranges_file {path}: {why}") from None
+    try:
+        return read_ranges(text, f"cloudflare_ranges_file {path}")
+    except TrustedProxiesError as error:
+        raise usage.UsageError(str(error)) from None
 
 
 def _read_secret(path: str) -> bytes:

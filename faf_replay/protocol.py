@@ -27,6 +27,7 @@ from faf_replay.connection_header import (
     Kind,
 )
 from faf_replay.download import DownloadProtocol
+from faf_replay.keepalive import KnownLoss
 from faf_replay.limits import ConnectionLimits, Place
 from faf_replay.registry import GameRegistry
 from faf_replay.upload import UploadProtocol
@@ -180,9 +181,16 @@ class ReplayProtocol(Protocol):
         if self._rejected:
             return
         self._leave_initial()
+        known = reason.value if reason is not None and isinstance(reason.value, KnownLoss) else None
+        if known is not None:  # a WebSocket that vanished, or broke the protocol, in the lobby
+            metrics.lost_connections.labels("initial", known.verdict).inc()
         if self._parser.received < 2:
             # A player leaving the lobby: FA opened the socket and never used it.
             metrics.served_connections.labels(metrics.EMPTY).inc()
+            if known is not None:
+                log.info(
+                    "connection from {peer} lost before its header: {why}", peer=self.peer, why=known.detail
+                )
             return
         metrics.rejected_connections.labels("incomplete header").inc()
         metrics.served_connections.labels(metrics.BAD_DATA).inc()

@@ -40,7 +40,6 @@ from twisted.logger import (
 
 from faf_replay import error_reporting, metrics
 from faf_replay.bookkeeping import Bookkeeper
-from faf_replay.client_address import TrustedProxies
 from faf_replay.database import Database, DatabaseMonitor
 from faf_replay.keepalive import Keepalive
 from faf_replay.limits import connections_that_fit
@@ -111,7 +110,7 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
         monitor = DatabaseMonitor(database, reactor, settings.db_check_interval, on_back=bookkeeper.drain)
     saver = Saver(settings, reactor, workers.pool, database, bookkeeper)
     registry = GameRegistry(settings, reactor, saver.save, database, spool)
-    trusted = TrustedProxies.parse(settings.trusted_proxies)
+    trusted = options.trusted
     factory = ReplayFactory(registry, reactor, trusted)
 
     def listener(description: str, serving: Factory) -> IService:
@@ -130,6 +129,8 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
             handshake_timeout=settings.ws_handshake_timeout,
             hmac_secret=options.hmac_secret,
             hmac_lifetime=settings.ws_hmac_lifetime,
+            ping_interval=settings.ws_ping_interval,
+            ping_timeout=settings.ws_ping_timeout,
         )
         listeners["websocket"] = listener(settings.ws_port, websocket)
     service = FafReplayService(

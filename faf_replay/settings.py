@@ -41,6 +41,13 @@ class Settings:
     ws_hmac_secret_file: str | None = None
     #: Seconds a signed WebSocket URL stays valid after its timestamp.
     ws_hmac_lifetime: float = 3600.0
+    #: Seconds a WebSocket may stay silent before we ping it (0: no pings).
+    #: Well under Cloudflare's 100 s idle cut, which would otherwise close an
+    #: upload that waits in the lobby for its game to start.
+    ws_ping_interval: float = 30.0
+    #: Seconds a pinged WebSocket has to answer (a pong, or any byte) before it
+    #: is closed as vanished (longer while it still acknowledges what we send).
+    ws_ping_timeout: float = 30.0
     #: strports endpoint for metrics, health and the live-games API; ``off`` disables it.
     http_port: str | None = "tcp:8011"
     #: Directory saved replays go to.
@@ -93,9 +100,14 @@ class Settings:
     max_connections_per_address: int = 256
     max_connections: int = 30000
     #: Proxies whose word on the client's address we take (a PROXY header,
-    #: X-Forwarded-For): addresses and networks, ``private`` or ``none``. Their
-    #: own addresses have no per-address limit: they speak for many clients.
-    trusted_proxies: str = "private"
+    #: X-Forwarded-For, Cloudflare's CF-Connecting-IP): addresses and networks,
+    #: ``private``, ``cloudflare`` or ``none``. Their own addresses have no
+    #: per-address limit: they speak for many clients. The default fits FAF's
+    #: path: Cloudflare, then Traefik in the cluster, then us.
+    trusted_proxies: str = "private,cloudflare"
+    #: A file of Cloudflare's address ranges, one per line, to use for
+    #: ``cloudflare`` instead of the list shipped with the package.
+    cloudflare_ranges_file: str | None = None
     #: Where uploads are kept until their replay is saved; default:
     #: ``.faf-replay-spool`` inside the vault, so that where only the vault is a
     #: volume (FAF's containers) a restart finds the running games again.
@@ -136,6 +148,7 @@ class Settings:
             "grace",
             "linger",
             "keepalive_idle",
+            "ws_ping_interval",
             "silent_upload_timeout",
             "watcher_stall_timeout",
         ):
@@ -153,6 +166,7 @@ class Settings:
             "replay_header_timeout",
             "ws_handshake_timeout",
             "ws_hmac_lifetime",
+            "ws_ping_timeout",
             "keepalive_interval",
         ):
             _check_duration(name, getattr(self, name), allow_zero=False)

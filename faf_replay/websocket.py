@@ -6,13 +6,21 @@ connection carries (``P/…\\0`` or ``G/…\\0``, then replay bytes); message
 boundaries mean nothing. :class:`WebSocketReplayProtocol` (autobahn) hands
 that stream to an ordinary :class:`~faf_replay.protocol.ReplayProtocol` through
 :class:`MessageTransport`, so uploads and watchers behave the same on both
-transports: one behaviour, two transports. Watchers receive binary messages,
-flow control goes through to the TCP socket underneath, and the end is a close
-frame (1000). Frames are passed on as they arrive, never assembled into whole
-messages. With a secret, the handshake must carry a timed HMAC token
-(``signed_url.py``) or is refused with 403. Behind a trusted proxy the client
-is the one its ``X-Forwarded-For``/``X-Real-IP`` headers name
-(``client_address.py``): limits and logs see the player, not the proxy.
+transports: one behaviour, two transports. Watchers receive binary messages
+of at most :data:`MAX_MESSAGE` bytes (the FAF client's reactor-netty closes the
+connection on a frame over 64 KiB), flow control goes through to the TCP
+socket underneath, and the end is a close frame (1000). Frames are passed on as
+they arrive, never assembled into whole messages.
+
+A close with 1000, 1001 or no status code (the FAF client's relay sends none)
+is a clean end; a dropped connection is judged like a TCP one
+(``keepalive.loss_of``); any other code, or a protocol error, is the verdict
+``protocol error``. A silent WebSocket is pinged (``websocket_pings.py``), which
+keeps it open through Cloudflare's idle cut and finds a peer that vanished
+(verdict ``no pong``). With a secret, the handshake must carry a timed HMAC
+token (``signed_url.py``) or is refused with 403. Behind trusted proxies the
+client is the one their headers name (``client_address.py``): limits and logs
+see the player, not the proxy.
 """
 
 from __future__ import annotations
@@ -30,14 +38,22 @@ from twisted.python.failure import Failure
 
 from faf_replay import metrics
 from faf_replay.client_address import forwarded_client
-from faf_replay.keepalive import acknowledged
+from faf_replay.keepalive import KnownLoss, acknowledged
 from faf_replay.protocol import ReplayFactory, ReplayProtocol, describe_peer
 from faf_replay.signed_url import SignedUrlError, check_signed_url
+from faf_replay.websocket_pings import Pings
 
 log = Logger()
 
 #: Seconds a closing peer may go without acknowledging a byte before it is dropped.
 CLOSE_PATIENCE = 5.0
+
+#: The most bytes one message we send carries: half of the 65,536-byte frame
+#: payload that reactor-netty (the FAF client's WebSocket) accepts by default.
+MAX_MESSAGE = 32 * 1024
+
+#: Close codes of a clean end: normal, going away, and none at all (1005).
+CLEAN_CLOSES = frozenset({1000, 1001, 1005, None})
 
 
 class MessageTransport:
@@ -49,8 +65,14 @@ class MessageTransport:
 
     def write(self, data: bytes) -> None:
         # Like a TCP transport, a closing WebSocket drops what is written to it.
-        if not self.disconnecting and self._websocket.state == WebSocketProtocol.STATE_OPEN:
-            self._websocket.sendMessage(data, isBinary=True)
+        if self.disconnecting or self._websocket.state != WebSocketProtocol.STATE_OPEN:
+            return
+        send = self._websocket.sendMessage
+        if len(data) <= MAX_MESSAGE:
+            send(data, isBinary=True)
+            return
+        for start in range(0, len(data), MAX_MESSAGE):
+            send(data[start : start + MAX_MESSAGE], isBinary=True)
 
     def writeSequence(self, data: list[bytes]) -> None:
         self.write(b"".join(data))
@@ -110,11 +132,14 @@ class WebSocketReplayProtocol(WebSocketServerProtocol):
 
     replay: ReplayProtocol | None = None
     last_read_size = 0
-    #: Who the replay connection is from: the TCP peer, or behind a trusted
-    #: proxy the client its X-Forwarded-For or X-Real-IP names (port unknown: 0).
+    #: Who the replay connection is from: the TCP peer, or behind trusted
+    #: proxies the client their headers name (port unknown: 0).
     client: IAddress
     _deadline: IDelayedCall | None = None
     _acknowledged: int | None = None
+    _pings: Pings | None = None
+    #: Why we dropped the connection, when we know better than "lost".
+    _dropped_because: KnownLoss | None = None
 
     def connectionMade(self) -> None:
         self.client = self.transport.getPeer()
@@ -135,6 +160,7 @@ class WebSocketReplayProtocol(WebSocketServerProtocol):
     def close_once_read(self) -> None:
         """Send the close frame, and drop the connection only once the peer
         stops acknowledging what we sent without answering it."""
+        self._stop_pings()
         self.sendClose(1000)
         self._acknowledged = acknowledged(self.transport)
         self._deadline = self.factory.clock.callLater(CLOSE_PATIENCE, self._close_overdue)
@@ -154,11 +180,46 @@ class WebSocketReplayProtocol(WebSocketServerProtocol):
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
+        self._stop_pings()
         super().connectionLost(reason)
 
     def dataReceived(self, data: bytes) -> None:
         self.last_read_size = len(data)
+        if self._pings is not None:
+            self._pings.heard()
         super().dataReceived(data)
+
+    # -- pings ------------------------------------------------------------------
+
+    def _start_pings(self) -> None:
+        factory = self.factory
+        if factory.ping_interval > 0:
+            self._pings = Pings(
+                factory.clock,
+                factory.ping_interval,
+                factory.ping_timeout,
+                send=self.sendPing,
+                acknowledged=lambda: acknowledged(self.transport),
+                vanished=self._no_pong,
+            )
+            self._pings.start()
+
+    def _stop_pings(self) -> None:
+        if self._pings is not None:
+            self._pings.stop()
+            self._pings = None
+
+    def onPong(self, payload: bytes) -> None:
+        if self._pings is not None:
+            self._pings.pong(payload)
+
+    def _no_pong(self) -> None:
+        self._pings = None
+        self._dropped_because = KnownLoss(
+            "no pong",
+            f"no answer to a WebSocket ping for {self.factory.ping_timeout:g} s, the peer vanished",
+        )
+        self.dropConnection(abort=True)
 
     def onConnect(self, request: Any) -> None:
         self._find_client(request.headers)
@@ -177,9 +238,10 @@ class WebSocketReplayProtocol(WebSocketServerProtocol):
         peer = self.client
         host = forwarded_client(
             str(getattr(peer, "host", "")),
-            headers.get("x-forwarded-for"),
-            headers.get("x-real-ip"),
             self.factory.replay_factory.trusted,
+            forwarded_for=headers.get("x-forwarded-for"),
+            real_ip=headers.get("x-real-ip"),
+            connecting_ip=headers.get("cf-connecting-ip"),
         )
         if host != getattr(peer, "host", None):
             self.client = (IPv6Address if ":" in host else IPv4Address)("TCP", host, 0)
@@ -193,6 +255,7 @@ class WebSocketReplayProtocol(WebSocketServerProtocol):
             self.dropConnection(abort=True)
             return
         self.replay = replay
+        self._start_pings()
         replay.makeConnection(MessageTransport(self))  # type: ignore[arg-type]
 
     # Frames go on as they arrive: nothing is held until a message is whole.
@@ -208,12 +271,21 @@ class WebSocketReplayProtocol(WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         replay, self.replay = self.replay, None
-        if replay is None:
-            return
-        if code == 1000:
-            replay.connectionLost(Failure(ConnectionDone("closed with 1000")))
-        else:
-            replay.connectionLost(Failure(ConnectionLost(f"closed with {code}: {reason}")))
+        if replay is not None:
+            replay.connectionLost(Failure(self._why_closed(wasClean, code, reason)))
+
+    def _why_closed(self, clean: bool, code: int | None, reason: str | None) -> Exception:
+        """What ended the connection, as the replay protocol's ``connectionLost`` hears it."""
+        if self._dropped_because is not None:
+            return self._dropped_because
+        if self.failedByMe:  # autobahn failed the connection: the peer broke the protocol
+            return KnownLoss("protocol error", f"WebSocket protocol error: {self.wasNotCleanReason}")
+        if clean and code in CLEAN_CLOSES:
+            return ConnectionDone(f"closed with {code or 'no status code'}")
+        if code == WebSocketProtocol.CLOSE_STATUS_CODE_ABNORMAL_CLOSE:
+            return ConnectionLost(reason)  # no close frame: judged as TCP would be
+        said = f"WebSocket closed with {code}" + (f": {reason}" if reason else "")
+        return KnownLoss("protocol error", said)
 
 
 class WebSocketReplayFactory(WebSocketServerFactory):
@@ -227,6 +299,8 @@ class WebSocketReplayFactory(WebSocketServerFactory):
         handshake_timeout: float,
         hmac_secret: bytes | None = None,
         hmac_lifetime: float = 3600.0,
+        ping_interval: float = 0.0,
+        ping_timeout: float = 30.0,
     ) -> None:
         super().__init__()
         self.replay_factory = replay_factory
@@ -234,6 +308,8 @@ class WebSocketReplayFactory(WebSocketServerFactory):
         self.hmac_secret = hmac_secret
         self.hmac_lifetime = hmac_lifetime
         self.handshake_timeout = handshake_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
         self.setProtocolOptions(
             openHandshakeTimeout=0,  # timed by the protocol itself, see WebSocketReplayProtocol
             closeHandshakeTimeout=0,

@@ -140,8 +140,18 @@ class _ClientMessageTransport:
         return self._websocket.transport.getPeer()
 
 
+class _JavaClientMessageTransport(_ClientMessageTransport):
+    def loseConnection(self) -> None:
+        # What the FAF client's relay does when FA closes: a close frame with
+        # no status code, and the TCP connection closed at once.
+        self._websocket.sendClose()
+        self._websocket.transport.loseConnection()
+
+
 class WebSocketClient(WebSocketClientProtocol):
     """Carries a byte-stream client protocol (``Uploader``, ``Watcher``) in WebSocket messages."""
+
+    message_transport: type[_ClientMessageTransport] = _ClientMessageTransport
 
     def __init__(self, inner: Protocol, opened: Deferred) -> None:
         super().__init__()
@@ -149,9 +159,10 @@ class WebSocketClient(WebSocketClientProtocol):
         self.opened = opened
         self.messages: list[tuple[bytes, bool]] = []
         self.close_code: int | None = None
+        self.was_clean: bool | None = None
 
     def onOpen(self):
-        self.inner.makeConnection(_ClientMessageTransport(self))
+        self.inner.makeConnection(self.message_transport(self))
         self.opened.callback(self.inner)
 
     def onMessage(self, payload, isBinary):
@@ -163,6 +174,7 @@ class WebSocketClient(WebSocketClientProtocol):
             self.closeHandshakeTimeoutCall.cancel()
             self.closeHandshakeTimeoutCall = None
         self.close_code = code
+        self.was_clean = wasClean
         if not self.opened.called:
             self.opened.errback(ConnectionError(f"websocket closed before opening: {code} {reason}"))
             return
@@ -179,4 +191,25 @@ def connect_websocket(port: int, protocol: Protocol, path: str = "/", context: A
     # would abort an upload whose last messages are still on their way.
     factory.setProtocolOptions(openHandshakeTimeout=10, closeHandshakeTimeout=30)
     connectWS(factory, contextFactory=context)
+    return opened
+
+
+class JavaClient(WebSocketClient):
+    """The FAF Java client's relay as the server meets it (reactor-netty's
+    defaults): a frame over 65,536 bytes of payload fails the connection
+    (1009), a close carries no status code and is followed at once by the end
+    of the TCP connection, and pings are answered."""
+
+    message_transport = _JavaClientMessageTransport
+
+
+def connect_like_java_client(
+    port: int, protocol: Protocol, path: str = "/", client: type[WebSocketClient] = JavaClient
+) -> Deferred:
+    """Like :func:`connect_websocket`, as the FAF Java client connects."""
+    opened: Deferred = Deferred()
+    factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}{path}")
+    factory.protocol = lambda: client(protocol, opened)  # type: ignore[assignment]
+    factory.setProtocolOptions(maxFramePayloadSize=65536, openHandshakeTimeout=10, closeHandshakeTimeout=30)
+    connectWS(factory)
     return opened

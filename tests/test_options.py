@@ -106,3 +106,45 @@ class ConfigFile(SynchronousTestCase):
         self.assertRaises(SettingsError, Settings, grace=-1)
         self.assertRaises(SettingsError, Settings, linger=float("inf"))
         self.assertEqual(Settings(delay=0).delay, 0)
+
+
+class EdgeOptions(SynchronousTestCase):
+    """The WebSocket pings and Cloudflare's ranges on the command line."""
+
+    def options(self, *argv: str) -> Options:
+        options = Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_pings_on_by_default_and_zero_turns_them_off(self):
+        self.assertEqual((parse().ws_ping_interval, parse().ws_ping_timeout), (30, 30))
+        settings = parse("--ws-ping-interval=0", "--ws-ping-timeout=2.5")
+        self.assertEqual((settings.ws_ping_interval, settings.ws_ping_timeout), (0, 2.5))
+        for argv, message in [
+            (["--ws-ping-interval=-1"], "ws_ping_interval must be a number of seconds, zero or more"),
+            (["--ws-ping-timeout=0"], "ws_ping_timeout must be a number of seconds, more than zero"),
+        ]:
+            with self.assertRaises(usage.UsageError) as caught:
+                parse(*argv)
+            self.assertIn(message, str(caught.exception))
+
+    def test_cloudflare_ranges_from_a_file(self):
+        self.assertTrue(self.options().trusted.is_edge("173.245.48.5"))
+        path = self.mktemp()
+        with open(path, "w") as file:
+            file.write("192.0.2.0/24\n2001:db8:cf::/48\n")
+        trusted = self.options(f"--cloudflare-ranges-file={path}").trusted
+        self.assertTrue(trusted.is_edge("192.0.2.9"))
+        self.assertFalse(trusted.trusts("173.245.48.5"))
+        self.assertTrue(trusted.trusts("10.0.0.1"))  # private stays
+        self.assertFalse(self.options("--trusted-proxies=private").trusted.trusts("173.245.48.5"))
+        with open(path, "w") as file:
+            file.write("192.0.2.0/24\nnot a range\n")
+        for argv, message in [
+            ([f"--cloudflare-ranges-file={path}"], "line 2: 'not a range' is not a network"),
+            (["--cloudflare-ranges-file=/nonexistent/ips"], "cannot read cloudflare_ranges_file"),
+            (["--trusted-proxies=private,cloudfare"], "'cloudfare' is not an address"),
+        ]:
+            with self.assertRaises(usage.UsageError) as caught:
+                self.options(*argv)
+            self.assertIn(message, str(caught.exception))

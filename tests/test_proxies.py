@@ -25,10 +25,17 @@ from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from faf_replay.client_address import TrustedProxies, TrustedProxiesError, forwarded_client
+from faf_replay.client_address import (
+    CLOUDFLARE,
+    TrustedProxies,
+    TrustedProxiesError,
+    forwarded_client,
+    read_ranges,
+)
 from faf_replay.protocol import ReplayProtocol
 from faf_replay.proxy_header import V2_SIGNATURE, ProxiedClient, ProxyHeaderError, ProxyHeaderParser
 from faf_replay.proxy_protocol import HEADER_TIMEOUT, ProxiedConnection, ProxyProtocolFactory
+from faf_replay.settings import Settings
 from faf_replay.vault import vault_path
 from tests.clients import Uploader, WebSocketClient, connect, start_server, until
 from tests.logs import CapturedLogs
@@ -94,7 +101,69 @@ class Trust(SynchronousTestCase):
             ("203.0.113.7", "198.51.100.9", "198.51.100.9", private, "203.0.113.7"),  # not a proxy of ours
             ("127.0.0.1", "198.51.100.9", None, nobody, "127.0.0.1"),
         ]:
-            self.assertEqual(forwarded_client(peer, forwarded, real, trusted), client, (peer, forwarded))
+            self.assertEqual(
+                forwarded_client(peer, trusted, forwarded_for=forwarded, real_ip=real),
+                client,
+                (peer, forwarded),
+            )
+
+
+class Cloudflare(SynchronousTestCase):
+    """Cloudflare's edge as a trusted proxy, and its CF-Connecting-IP header."""
+
+    EDGE = "173.245.48.5"  # in Cloudflare's 173.245.48.0/20
+
+    def test_the_named_ranges(self):
+        edge = TrustedProxies.parse("cloudflare")
+        for host in [self.EDGE, "104.16.1.1", "2606:4700::1", "2a06:98c0:3600::103"]:
+            self.assertTrue(edge.trusts(host), host)
+            self.assertTrue(edge.is_edge(host), host)
+        for host in ["10.0.0.1", "104.28.0.1", "198.51.100.9"]:  # 104.28/16 is WARP's users, not the edge
+            self.assertFalse(edge.trusts(host), host)
+        both = TrustedProxies.parse("private,cloudflare")
+        self.assertTrue(both.trusts("10.0.0.1"))
+        self.assertFalse(both.is_edge("10.0.0.1"))
+        self.assertEqual(TrustedProxies.parse(Settings().trusted_proxies).edges, CLOUDFLARE)
+
+    def test_replaced_ranges(self):
+        ranges = read_ranges("# Cloudflare, 2031\n192.0.2.0/24\n\n2001:db8:cf::/48  # v6\n", "a file")
+        edge = TrustedProxies.parse("private,cloudflare", ranges)
+        self.assertTrue(edge.is_edge("192.0.2.7"))
+        self.assertTrue(edge.is_edge("2001:db8:cf::1"))
+        self.assertFalse(edge.trusts(self.EDGE))
+        for text, error in [
+            ("192.0.2.0/24\nedge\n", "a file, line 2: 'edge' is not a network"),
+            ("# empty\n", "no network"),
+        ]:
+            with self.assertRaises(TrustedProxiesError) as caught:
+                read_ranges(text, "a file")
+            self.assertIn(error, str(caught.exception))
+
+    def test_the_client_through_cloudflare_and_traefik(self):
+        trusted = TrustedProxies.parse("private,cloudflare")
+        for peer, forwarded, connecting, client in [
+            ("10.0.0.5", f"198.51.100.9, {self.EDGE}", None, "198.51.100.9"),  # FAF's path
+            ("10.0.0.5", f"6.6.6.6, 198.51.100.9, {self.EDGE}", None, "198.51.100.9"),  # the player's own lie
+            ("10.0.0.5", self.EDGE, "198.51.100.9", "198.51.100.9"),  # Cloudflare's word
+            ("10.0.0.5", f"198.51.100.9, {self.EDGE}", "2001:db8::9", "2001:db8::9"),  # its header wins
+            ("10.0.0.5", self.EDGE, None, self.EDGE),  # all hops trusted, nothing else said: the origin
+            (self.EDGE, None, "198.51.100.9", "198.51.100.9"),  # Cloudflare straight to us
+            ("10.0.0.5", "198.51.100.9", "192.0.2.66", "198.51.100.9"),  # no edge on the way: a claim
+            ("10.0.0.5", f"{self.EDGE}, 198.51.100.9", "192.0.2.66", "198.51.100.9"),  # a forged edge hop
+            ("10.0.0.5", f"198.51.100.9, {self.EDGE}", "not an address", "198.51.100.9"),
+            ("203.0.113.7", f"198.51.100.9, {self.EDGE}", "198.51.100.9", "203.0.113.7"),  # not our proxy
+        ]:
+            self.assertEqual(
+                forwarded_client(peer, trusted, forwarded_for=forwarded, connecting_ip=connecting),
+                client,
+                (peer, forwarded, connecting),
+            )
+        # Cloudflare's header from a proxy that is not Cloudflare's edge means nothing.
+        private = TrustedProxies.parse("private")
+        self.assertEqual(
+            forwarded_client("10.0.0.5", private, forwarded_for=self.EDGE, connecting_ip="198.51.100.9"),
+            self.EDGE,
+        )
 
 
 class Header(SynchronousTestCase):
