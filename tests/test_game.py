@@ -318,17 +318,40 @@ class StallRule(GameTestCase):
         self.assertEqual(self.game.visible, (499 - 300) * 40)
 
     def test_no_stall_while_the_delay_covers_the_lag(self):
+        """An upload that lags behind by more than the stall timeout, but less than
+        the delay, and keeps up is never cut: over 1,000 s (past the delay and
+        the stall timeout many times) the game is never held back by it."""
         header, body = split(recording("example"))
-        a, b = self.uploader(), self.uploader()
+        a, b = self.uploader("a"), self.uploader("b")
         a.send(header)
         b.send(header)
-        for second in range(1, 500):
+        for second in range(1, 1001):
             a.send(body[(second - 1) * 40 : second * 40])
-            if second % 100 < 90:  # b lags up to 90 s behind, then catches up
-                continue
-            b.send(body[len(b.stream.body) : second * 40])
+            if second % 90 == 0:  # b sends nothing for 89 s, then catches up at once
+                b.send(body[len(b.stream.body) : second * 40])
             self.tick()
-        self.assertFalse(b.stream.stalled)
+            self.assertFalse(b.stream.stalled, second)
+            self.assertEqual(self.game.visible, max(0, second - 300) * 40, second)
+        self.assertEqual(self.logs.matching("held the replay back"), [])
+
+    def test_a_lag_longer_than_the_delay_is_a_stall(self):
+        """The opposite: an upload 400 s behind holds the merge back once the delay
+        has passed, for the stall timeout and no longer; the game then goes on
+        without it."""
+        header, body = split(recording("example"))
+        a, b = self.uploader("a"), self.uploader("b")
+        a.send(header)
+        b.send(header)
+        for second in range(1, 1001):
+            a.send(body[(second - 1) * 40 : second * 40])
+            b.send(body[len(b.stream.body) : max(0, second - 400) * 40])
+            self.tick()
+            if second < 300 + 60:
+                self.assertFalse(b.stream.stalled, second)
+                self.assertEqual(self.game.visible, 0, second)  # held back: b has nothing yet
+        self.assertTrue(b.stream.stalled)
+        self.assertEqual(self.game.visible, (1000 - 300) * 40)
+        self.assertEqual(len(self.logs.matching("upload 'b' held the replay back for 60 s")), 1)
 
     def test_an_upload_without_a_replay_header_is_never_waited_for(self):
         header, body = split(recording("example"))
