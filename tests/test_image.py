@@ -5,6 +5,7 @@ root-owned host folder mounted at /data/replays, stopped with SIGTERM."""
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import fafreplay
 import yaml
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -177,11 +179,13 @@ class RunsAsFafRunsIt(SynchronousTestCase):
         command = [part.replace(":8011/", f":{self.http_port}/") for part in check[1:]]
         containers.run("exec", self.name, *command)
 
-        # A whole game: saved into the host folder once its grace is over.
+        # A whole game: saved into the host folder once its grace (1 s, from the
+        # YAML file, not the default 30 s) is over.
         recording = RECORDING.read_bytes()
         self.upload(7, recording)
         wait_for("game 7 saved", self.saved(7).exists)
-        self.check_replay(self.saved(7))
+        self.assertEqual(self.replay_in(self.saved(7)), recording)
+        self.assertIn("game 7: write phase over (no uploader for 1 s)", self.logs())
 
         # A game still uploading at SIGTERM is saved before the process exits 0.
         running = self.upload(8, recording[: len(recording) // 2], close=False)
@@ -196,7 +200,8 @@ class RunsAsFafRunsIt(SynchronousTestCase):
         self.assertEqual(stop.returncode, 0)
         state = containers.inspect(self.name, "container")["State"]
         self.assertEqual(state["ExitCode"], 0, self.logs())
-        self.check_replay(self.saved(8))
+        # Every byte sent before SIGTERM, which was half of the game.
+        self.assertEqual(self.replay_in(self.saved(8)), recording[: len(recording) // 2])
         self.assertEqual(list((self.vault / ".faf-replay-spool" / "games").iterdir()), [])
 
     def test_runs_as_another_user_in_a_group_writable_vault(self) -> None:
@@ -209,15 +214,17 @@ class RunsAsFafRunsIt(SynchronousTestCase):
         self.start("--user=10001:10001", "--group-add=20001")
         self.upload(9, RECORDING.read_bytes())
         wait_for("game 9 saved", self.saved(9).exists)
-        self.check_replay(self.saved(9))
+        self.assertEqual(self.replay_in(self.saved(9)), RECORDING.read_bytes())
         self.assertEqual(self.saved(9).stat().st_uid, 10001)
         containers.run("stop", "--time", "60", self.name, timeout=90)
         self.assertEqual(containers.inspect(self.name, "container")["State"]["ExitCode"], 0, self.logs())
 
-    def check_replay(self, path: Path) -> None:
-        """A FAF replay file: a JSON line, then one zstd frame."""
+    def replay_in(self, path: Path) -> bytes:
+        """The replay stream in a FAF replay file (a JSON line, then one zstd
+        frame), read back with FAF's own parser."""
         data = path.read_bytes()
         line, _, body = data.partition(b"\n")
         self.assertIsInstance(json.loads(line), dict)
         self.assertEqual(body[:4], b"\x28\xb5\x2f\xfd")
         self.assertTrue(re.fullmatch(r"\d+\.fafreplay", path.name))
+        return fafreplay.extract_scfa(io.BytesIO(data))

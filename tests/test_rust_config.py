@@ -169,30 +169,66 @@ class Parse(SynchronousTestCase):
         self.assertEqual((config.values["db"], config.password), ("mysql://u@db:3306/n", "p"))
 
     def test_every_documented_key_of_the_rust_server(self):
+        """Each key of the Rust server's docs/usage.rst, with a value none of our
+        defaults has, lands in its setting (a reader that ignored one would
+        leave the default there)."""
         documented = {
             "server": {
-                "port": 15000,
-                "websocket_port": 15001,
+                "port": 25000,
+                "websocket_port": 25001,
                 "prometheus_port": 8001,
                 "worker_threads": 8,
-                "connection_accept_timeout_s": 21600,
+                "connection_accept_timeout_s": 1234,
             },
-            "database": {"pool_size": 8, "host": "localhost", "port": 3306, "user": "root", "name": "faf"},
-            "storage": {"vault_path": "/tmp/foo", "compression_level": 10},
+            "database": {
+                "pool_size": 5,
+                "host": "db.example",
+                "port": 3307,
+                "user": "replay",
+                "name": "faf_test",
+                "password": "from-the-file",
+            },
+            "storage": {"vault_path": "/srv/vault", "compression_level": 19},
             "replay": {
-                "forced_timeout_s": 21600,
-                "time_with_zero_writers_to_end_replay_s": 30,
-                "delay_s": 300,
-                "update_interval_s": 1,
-                "merge_quorum_size": 2,
+                "forced_timeout_s": 7200,
+                "time_with_zero_writers_to_end_replay_s": 45,
+                "delay_s": 120,
+                "update_interval_s": 0.5,
+                "merge_quorum_size": 3,
                 "stream_comparison_distance_b": 4096,
             },
         }
         config = rust_config.parse(yaml.safe_load(yaml.safe_dump(documented)))
         settings = Settings.from_values(config.values)
-        self.assertEqual(settings.http_port, "tcp:8001")
-        self.assertEqual(settings.forced_end, 21600)
-        self.assertEqual(len(config.notes), 2)
+        self.assertEqual(
+            settings,
+            Settings(
+                port="tcp:25000",
+                ws_port="tcp:25001",
+                http_port="tcp:8001",
+                header_timeout=1234,
+                db="mysql://replay@db.example:3307/faf_test",
+                db_pool_size=5,
+                vault="/srv/vault",
+                zstd_level=19,
+                forced_end=7200,
+                grace=45,
+                delay=120,
+                sample_interval=0.5,
+                quorum=3,
+            ),
+        )
+        self.assertEqual(config.password, "from-the-file")
+        self.assertEqual(
+            sorted(note.split(" = ")[0] for note in config.notes),
+            ["replay.stream_comparison_distance_b", "server.worker_threads"],
+        )
+        # The test itself: every setting a key lands in was given a value unlike its default.
+        defaults = Settings()
+        landed = [setting for keys in rust_config._KEYS.values() for setting, _ in keys.values() if setting]
+        self.assertEqual(len(landed), 12)
+        for setting in [*landed, "db"]:
+            self.assertNotEqual(getattr(settings, setting), getattr(defaults, setting), setting)
 
     def test_rust_log(self):
         for value, level in [
