@@ -165,6 +165,32 @@ class WritingOnAnOrdinaryFilesystem(SynchronousTestCase):
         self.assertEqual(os.listdir(final.parent), ["9.fafreplay"])
 
 
+    def test_a_replay_that_appears_during_the_save_is_kept(self):
+        """The link itself refuses an existing replay (not only the check before
+        compressing): another save's file that lands between the two stays."""
+        final = vault_path(self.vault, 6)
+        final.parent.mkdir(parents=True)
+        original = vault_module._holds_replay
+        checks = []
+
+        def holds_replay(path):
+            held = original(path)
+            checks.append(path)
+            if len(checks) == 1:  # the early check passes; then another save lands
+                final.write_bytes(b"the other save\n")
+            return held
+
+        link = Spy(os.link)
+        self.patch(os, "link", link)
+        self.patch(vault_module, "_holds_replay", holds_replay)
+        with self.assertRaises(ReplayExistsError):
+            write_replay(self.vault, 6, replay_metadata(6), recording("example"), 3)
+        self.assertEqual((link.calls, len(checks)), (1, 2))  # it got as far as the link
+        self.assertFalse(refuses_links(self.vault))
+        self.assertEqual(final.read_bytes(), b"the other save\n")
+        self.assertEqual(os.listdir(final.parent), ["6.fafreplay"])
+
+
 class WritingWithoutHardLinks(SynchronousTestCase):
     """The vault on a real filesystem that refuses link(): exFAT, over FUSE."""
 
@@ -211,17 +237,19 @@ class WritingWithoutHardLinks(SynchronousTestCase):
         calls = []
 
         def holds_replay(path):
+            held = original(path)
             calls.append(path)
-            if len(calls) == 1:  # the early check passed; now another save lands
+            if len(calls) == 1:  # the early check passes; then another save lands
                 with open(final, "wb") as file:
                     file.write(b"the other save\n")
-            return original(path)
+            return held
 
         write_replay(self.vault, 60, replay_metadata(60), b"another game", 3)
         self.assertTrue(refuses_links(self.vault))  # so this save goes straight to the claim
         self.patch(vault_module, "_holds_replay", holds_replay)
         with self.assertRaises(ReplayExistsError):
             write_replay(self.vault, 6, replay_metadata(6), recording("example"), 3)
+        self.assertEqual(len(calls), 2)  # the early check, then the claim's
         self.assertEqual(final.read_bytes(), b"the other save\n")
         self.assertEqual(sorted(os.listdir(final.parent)), ["6.fafreplay", "60.fafreplay"])
 
