@@ -92,15 +92,22 @@ def read_ranges(text: str, origin: str) -> tuple[Network, ...]:
 
 
 class TrustedProxies:
-    """A set of networks, from ``trusted_proxies``: comma-separated addresses
-    or networks (``10.0.0.0/8``, ``2001:db8::1``), ``private`` for
-    :data:`PRIVATE`, ``cloudflare`` for Cloudflare's edge, ``none`` for no
-    proxy at all. ``edges`` are the networks whose ``CF-Connecting-IP``
-    header we believe: Cloudflare's, when ``cloudflare`` is listed."""
+    """Whose word on a client's address we take, from ``trusted_proxies``:
+    comma-separated addresses or networks (``10.0.0.0/8``, ``2001:db8::1``),
+    ``private`` for :data:`PRIVATE`, ``cloudflare`` for Cloudflare's edge,
+    ``none`` for nobody.
+
+    Two kinds, trusted for different things. ``networks`` are proxies of
+    ours (Traefik): their PROXY headers and forwarding headers are believed,
+    and their own addresses have no per-address limit. ``edges`` are
+    Cloudflare's: a hop in the forwarding headers that is an edge is read
+    past, and its ``CF-Connecting-IP`` names the client; but anyone can run
+    code there (a Cloudflare Worker), so an edge's own address is limited like
+    any client's and its PROXY headers mean nothing."""
 
     def __init__(self, networks: Iterable[Network] = (), edges: Iterable[Network] = ()) -> None:
+        self.networks = tuple(networks)
         self.edges = tuple(edges)
-        self.networks = tuple(networks) + self.edges
         # One verdict per address: a proxy's address comes back on every connection.
         self.trusts = lru_cache(maxsize=4096)(self._trusts)
         self.is_edge = lru_cache(maxsize=4096)(self._is_edge)
@@ -145,28 +152,29 @@ def forwarded_client(
 ) -> str:
     """The client's address, as far as trusted proxies vouch for it.
 
-    ``peer`` is who connected to us. Only when it is a trusted proxy do its
-    headers count. The chain of hops is walked back from us: the peer, then
-    ``X-Forwarded-For`` read from the right (each proxy appends the address it
-    saw). The first hop that is not a trusted proxy is the client. A trusted
-    hop that is Cloudflare's edge set ``CF-Connecting-IP`` (``connecting_ip``)
-    itself, so when that header is there it names the client; met anywhere
-    else it is a client's own claim and means nothing. When every hop is
-    trusted, the first one is the origin; without ``X-Forwarded-For``,
-    ``X-Real-IP`` names the client. A header that is not a list of addresses
-    is ignored.
+    ``peer`` is who connected to us. Only when it is a proxy of ours or
+    Cloudflare's edge do its headers count. The chain of hops is walked back
+    from us: the peer, then ``X-Forwarded-For`` read from the right (each
+    proxy appends the address it saw). The first hop that is neither ours nor
+    an edge is the client. An edge set ``CF-Connecting-IP`` (``connecting_ip``)
+    itself, so where the walk meets one and that header is there, it names the
+    client; met anywhere else it is a client's own claim and means nothing.
+    When every hop is trusted, the first one is the origin; without
+    ``X-Forwarded-For``, ``X-Real-IP`` names the client. A header that is not
+    a list of addresses is ignored.
     """
-    if not trusted.trusts(peer):
+    if not (trusted.trusts(peer) or trusted.is_edge(peer)):
         return peer
     hops = _hops(forwarded_for)
     edge_says = _address(connecting_ip.strip()) if connecting_ip else None
     for hop in (peer, *reversed(hops)):
-        if not trusted.trusts(hop):
+        if trusted.is_edge(hop):
+            if edge_says is not None:
+                return str(edge_says)
+        elif not trusted.trusts(hop):
             return hop
-        if edge_says is not None and trusted.is_edge(hop):
-            return str(edge_says)
     if hops:
-        return hops[0]  # every hop is ours: the first is the origin
+        return hops[0]  # every hop is trusted: the first is the origin
     if real_ip and _address(real_ip.strip()) is not None:
         return str(_address(real_ip.strip()))
     return peer

@@ -19,8 +19,10 @@ transport that knows more (a WebSocket's close, its pings) said.
 
 from __future__ import annotations
 
+import fcntl
 import socket
 import struct
+import termios
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +80,7 @@ class Loss:
     """Why a connection ended, when not cleanly."""
 
     #: The label of ``replayserver_lost_connections_total``: ``no answer``,
-    #: ``reset``, or a transport's own (``no pong``, ``protocol error``).
+    #: ``reset``, or a transport's own (``no pong``, ``protocol error``, ``error code``).
     verdict: str
     #: The end of the connection's log line.
     description: str
@@ -110,3 +112,15 @@ def acknowledged(transport: Any) -> int | None:
     if len(info) < _BYTES_ACKED + 8:
         return None
     return int(struct.unpack_from("=Q", info, _BYTES_ACKED)[0])
+
+
+def unacknowledged(transport: Any) -> int | None:
+    """Bytes the kernel holds for this connection that the peer has not
+    acknowledged yet, sent or not (``SIOCOUTQ``), or None where that cannot
+    be known."""
+    try:
+        fileno = transport.getHandle().fileno()
+        answer = fcntl.ioctl(fileno, termios.TIOCOUTQ, struct.pack("i", 0))
+    except (AttributeError, OSError, ValueError):
+        return None
+    return int(struct.unpack("i", answer)[0])

@@ -78,8 +78,9 @@ lost_connections = Counter(
     "replayserver_lost_connections",
     "Connections that ended without a clean close, by category (writer, reader; initial: a WebSocket "
     "before its header) and verdict: 'no answer' (silent until TCP keepalive gave up: the peer "
-    "vanished), 'reset', 'no pong' (a WebSocket ping unanswered: the peer vanished) or 'protocol "
-    "error' (a WebSocket closed with an error code, or breaking the protocol).",
+    "vanished), 'reset', 'no pong' (a WebSocket ping unanswered: the peer vanished), 'protocol "
+    "error' (a WebSocket that broke the protocol) or 'error code' (a WebSocket closed with another "
+    "error code).",
     ["category", "verdict"],
 )
 silent_uploads = Counter(

@@ -14,8 +14,9 @@ they arrive, never assembled into whole messages.
 
 A close with 1000, 1001 or no status code (the FAF client's relay sends none)
 is a clean end; a dropped connection is judged like a TCP one
-(``keepalive.loss_of``); any other code, or a protocol error, is the verdict
-``protocol error``. A silent WebSocket is pinged (``websocket_pings.py``), which
+(``keepalive.loss_of``); a broken protocol (its close codes, or a frame
+autobahn refuses) is the verdict ``protocol error``, any other code
+``error code``. A silent WebSocket is pinged (``websocket_pings.py``), which
 keeps it open through Cloudflare's idle cut and finds a peer that vanished
 (verdict ``no pong``). With a secret, the handshake must carry a timed HMAC
 token (``signed_url.py``) or is refused with 403. Behind trusted proxies the
@@ -38,7 +39,7 @@ from twisted.python.failure import Failure
 
 from faf_replay import metrics
 from faf_replay.client_address import forwarded_client
-from faf_replay.keepalive import KnownLoss, acknowledged
+from faf_replay.keepalive import KnownLoss, acknowledged, unacknowledged
 from faf_replay.protocol import ReplayFactory, ReplayProtocol, describe_peer
 from faf_replay.signed_url import SignedUrlError, check_signed_url
 from faf_replay.websocket_pings import Pings
@@ -52,8 +53,13 @@ CLOSE_PATIENCE = 5.0
 #: payload that reactor-netty (the FAF client's WebSocket) accepts by default.
 MAX_MESSAGE = 32 * 1024
 
-#: Close codes of a clean end: normal, going away, and none at all (1005).
-CLEAN_CLOSES = frozenset({1000, 1001, 1005, None})
+#: Close codes of a clean end: normal, going away, and none at all (which
+#: autobahn reports as None).
+CLEAN_CLOSES = frozenset({1000, 1001, None})
+
+#: Close codes that say the WebSocket protocol itself was broken: a bad frame,
+#: an unacceptable or inconsistent message, one too big, a missing extension.
+PROTOCOL_ERRORS = frozenset({1002, 1003, 1007, 1009, 1010})
 
 
 class MessageTransport:
@@ -199,7 +205,7 @@ class WebSocketReplayProtocol(WebSocketServerProtocol):
                 factory.ping_interval,
                 factory.ping_timeout,
                 send=self.sendPing,
-                acknowledged=lambda: acknowledged(self.transport),
+                unacknowledged=lambda: unacknowledged(self.transport),
                 vanished=self._no_pong,
             )
             self._pings.start()
@@ -213,8 +219,14 @@ class WebSocketReplayProtocol(WebSocketServerProtocol):
         if self._pings is not None:
             self._pings.pong(payload)
 
+    def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
+        self._stop_pings()  # the connection is ending: what it owes us now is its close
+        return super().onCloseFrame(code, reasonRaw)
+
     def _no_pong(self) -> None:
         self._pings = None
+        if self.state != WebSocketProtocol.STATE_OPEN:
+            return
         self._dropped_because = KnownLoss(
             "no pong",
             f"no answer to a WebSocket ping for {self.factory.ping_timeout:g} s, the peer vanished",
@@ -285,7 +297,8 @@ class WebSocketReplayProtocol(WebSocketServerProtocol):
         if code == WebSocketProtocol.CLOSE_STATUS_CODE_ABNORMAL_CLOSE:
             return ConnectionLost(reason)  # no close frame: judged as TCP would be
         said = f"WebSocket closed with {code}" + (f": {reason}" if reason else "")
-        return KnownLoss("protocol error", said)
+        # Any other code is the peer's own error (1011, a proxy's 1014, an application's 4000).
+        return KnownLoss("protocol error" if code in PROTOCOL_ERRORS else "error code", said)
 
 
 class WebSocketReplayFactory(WebSocketServerFactory):

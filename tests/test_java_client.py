@@ -9,6 +9,8 @@ headers are those Cloudflare and FAF's Traefik write.
 
 from __future__ import annotations
 
+import socket
+
 from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -81,7 +83,6 @@ class Frames(ServerTestCase):
         self.assertEqual((yield watcher.done), stream)
         self.assertEqual(client.close_code, 1000)
         self.assertLessEqual(max(len(payload) for payload, _ in client.messages), MAX_MESSAGE)
-        self.assertLessEqual(MAX_MESSAGE, 65536)
 
     @inlineCallbacks
     def test_an_upload_of_such_a_header_over_websocket_is_saved_whole(self):
@@ -123,7 +124,7 @@ class Closes(ServerTestCase):
             code = 1011  # the peer's own internal error
 
         stream = recording("8805603")
-        before_clean, before_error = lost("writer", "reset"), lost("writer", "protocol error")
+        before_clean, before_error = lost("writer", "reset"), lost("writer", "error code")
         for game_id, client in ((63, Closing), (64, Failing)):
             uploader = Uploader(game_id, "a.SCFAreplay", stream, [1000])
             yield connect_like_java_client(self.ws, uploader, client=client)
@@ -134,7 +135,7 @@ class Closes(ServerTestCase):
         line = yield self.upload_line(64, "a.SCFAreplay")
         self.assertIn("(connection lost: WebSocket closed with 1011)", line)
         self.assertEqual(lost("writer", "reset"), before_clean)
-        self.assertEqual(lost("writer", "protocol error"), before_error + 1)
+        self.assertEqual(lost("writer", "error code"), before_error + 1)
 
     @inlineCallbacks
     def test_a_frame_that_breaks_the_protocol_is_a_protocol_error(self):
@@ -167,6 +168,18 @@ class Lobby(Uploader):
         Uploader.connectionMade(self)
 
 
+class Answering(JavaClient):
+    """Counts the pings it answers (autobahn answers them, as reactor-netty does)."""
+
+    def onPing(self, payload):
+        self.inner.pings_answered = getattr(self.inner, "pings_answered", 0) + 1
+        super().onPing(payload)
+
+
+def answered(uploader) -> int:
+    return getattr(uploader, "pings_answered", 0)
+
+
 class IdleThroughCloudflare(ServerTestCase):
     """An edge that drops connections silent for 1 s stands for Cloudflare's 100 s."""
 
@@ -186,8 +199,11 @@ class IdleThroughCloudflare(ServerTestCase):
         yield self.start_behind_the_edge(**{"ws-ping-interval": "0.2", "ws-ping-timeout": "2"})
         stream = recording("example")
         uploader = Lobby(66, "lobby.SCFAreplay", stream, [4000])
-        yield connect_like_java_client(self.edge_port, uploader)
-        yield deferLater(reactor, 4 * self.CUT, lambda: None)  # a long lobby: four idle cuts
+        yield connect_like_java_client(self.edge_port, uploader, client=Answering)
+        # A long lobby: at least four idle cuts' time, pinged all along.
+        yield until(
+            lambda: answered(uploader) >= 15 and reactor.seconds() - uploader.opened_at > 4 * self.CUT
+        )
         self.assertEqual(self.edge.cuts, 0)
         self.assertFalse(uploader.done.called)
         uploader.begin()
@@ -246,12 +262,78 @@ class Vanished(ServerTestCase):
     def test_one_that_answers_is_kept(self):
         yield self.start(**{"ws-ping-interval": "0.2", "ws-ping-timeout": "0.3"})
         uploader = Lobby(70, "a.SCFAreplay", recording("example"), [4000])
-        yield connect_like_java_client(self.ws, uploader)
-        yield deferLater(reactor, 2.0, lambda: None)  # many pings and timeouts
+        yield connect_like_java_client(self.ws, uploader, client=Answering)
+        yield until(lambda: answered(uploader) >= 8)  # eight rounds: far longer than a timeout
         self.assertFalse(uploader.done.called)
         uploader.begin()
         yield self.service.registry.when_done(70)
         self.assertEqual(self.saved(70), recording("example"))
+
+
+def long_game() -> bytes:
+    """A real recording with its body 60 times over (2.5 MB): more than socket
+    buffers hold, so a watcher that stops reading leaves bytes queued for it."""
+    header, body = split(recording("example"))
+    return header + body * 60
+
+
+class SmallWindow(Watcher):
+    """A watcher whose socket takes little at a time (a 16 KiB receive buffer)."""
+
+    def connectionMade(self):
+        handle = self.transport._websocket.transport.getHandle()
+        handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        super().connectionMade()
+
+
+class PausedWatchers(ServerTestCase):
+    """Pings must not cut a watcher that is alive but not reading: its ping
+    waits behind bytes it has not taken, and the watcher stall rule is the one
+    that judges it."""
+
+    @inlineCallbacks
+    def watch_a_long_game(self, game_id: int):
+        yield self.start(**{"ws-ping-interval": "0.2", "ws-ping-timeout": "0.3"})
+        self.stream = long_game()
+        yield connect(self.tcp, Uploader(game_id, "a.SCFAreplay", self.stream, [200_000]))
+        yield until(lambda: game_id in self.service.registry.games)
+        watcher = SmallWindow(game_id)
+        yield connect_like_java_client(self.ws, watcher, client=Answering)
+        yield watcher.first_data
+        return watcher
+
+    def watcher_line(self, game_id: int) -> list[str]:
+        return [line for line in self.logs.matching(f"game {game_id}: watcher") if "left after" in line]
+
+    @inlineCallbacks
+    def test_a_watcher_that_pauses_longer_than_the_ping_timeout_is_kept(self):
+        before = lost("reader", "no pong")
+        watcher = yield self.watch_a_long_game(75)
+        watcher.transport.pauseProducing()  # FA's viewer paused: nothing read for 2 s
+        yield deferLater(reactor, 2.0, lambda: None)
+        self.assertFalse(watcher.done.called)
+        watcher.transport.resumeProducing()
+        self.assertEqual((yield watcher.done), self.stream)
+        yield until(lambda: self.watcher_line(75))
+        [line] = self.watcher_line(75)
+        self.assertIn("(whole replay sent)", line)
+        self.assertNotIn("connection lost", line)
+        self.assertEqual(lost("reader", "no pong"), before)
+
+    @inlineCallbacks
+    def test_its_own_close_stays_a_clean_end_while_it_reads_what_was_sent(self):
+        before = {verdict: lost("reader", verdict) for verdict in ("no pong", "reset", "protocol error")}
+        watcher = yield self.watch_a_long_game(76)
+        watcher.transport._websocket.sendClose(1000)  # it leaves; our buffers still hold bytes for it
+        watcher.transport.pauseProducing()
+        yield deferLater(reactor, 1.5, lambda: None)  # five ping timeouts
+        watcher.transport.resumeProducing()
+        yield watcher.done
+        yield until(lambda: self.watcher_line(76))
+        [line] = self.watcher_line(76)
+        self.assertIn("(before the end)", line)
+        self.assertNotIn("connection lost", line)
+        self.assertEqual({verdict: lost("reader", verdict) for verdict in before}, before)
 
 
 class Held(Protocol):
@@ -333,6 +415,28 @@ class BehindCloudflare(ServerTestCase):
         for held in (first, other):
             held.transport.abortConnection()
             yield held.closed
+
+    @inlineCallbacks
+    def test_an_edge_address_as_the_client_is_limited_like_any(self):
+        """Code run at Cloudflare (a Worker) reaches us from an edge address, and
+        Cloudflare names that address as the client: it gets no exemption."""
+        yield self.start(**{"max-connections-per-address": "2"})
+        reason = "too many connections from one address"
+        refused = metric("replayserver_rejected_connections_total", reason=reason)
+        worker = "2a06:98c0:3600::103"
+        held = []
+        for _ in range(2):
+            held.append(
+                (yield self.open({"X-Forwarded-For": CLOUDFLARE_EDGES[1], "CF-Connecting-IP": worker}))
+            )
+        with self.assertRaises(ConnectionError):
+            yield self.open({"X-Forwarded-For": CLOUDFLARE_EDGES[1], "CF-Connecting-IP": worker})
+        with self.assertRaises(ConnectionError):  # nor when the edge itself is the client
+            yield self.open({"X-Forwarded-For": worker})
+        self.assertEqual(metric("replayserver_rejected_connections_total", reason=reason), refused + 2)
+        for connection in held:
+            connection.transport.abortConnection()
+            yield connection.closed
 
     @inlineCallbacks
     def test_600_players_behind_two_cloudflare_addresses_are_all_served(self):

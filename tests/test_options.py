@@ -135,9 +135,9 @@ class EdgeOptions(SynchronousTestCase):
             file.write("192.0.2.0/24\n2001:db8:cf::/48\n")
         trusted = self.options(f"--cloudflare-ranges-file={path}").trusted
         self.assertTrue(trusted.is_edge("192.0.2.9"))
-        self.assertFalse(trusted.trusts("173.245.48.5"))
+        self.assertFalse(trusted.is_edge("173.245.48.5"))
         self.assertTrue(trusted.trusts("10.0.0.1"))  # private stays
-        self.assertFalse(self.options("--trusted-proxies=private").trusted.trusts("173.245.48.5"))
+        self.assertFalse(self.options("--trusted-proxies=private").trusted.is_edge("173.245.48.5"))
         with open(path, "w") as file:
             file.write("192.0.2.0/24\nnot a range\n")
         for argv, message in [

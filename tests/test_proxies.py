@@ -109,17 +109,19 @@ class Trust(SynchronousTestCase):
 
 
 class Cloudflare(SynchronousTestCase):
-    """Cloudflare's edge as a trusted proxy, and its CF-Connecting-IP header."""
+    """Cloudflare's edge as a trusted hop, and its CF-Connecting-IP header."""
 
     EDGE = "173.245.48.5"  # in Cloudflare's 173.245.48.0/20
 
     def test_the_named_ranges(self):
         edge = TrustedProxies.parse("cloudflare")
         for host in [self.EDGE, "104.16.1.1", "2606:4700::1", "2a06:98c0:3600::103"]:
-            self.assertTrue(edge.trusts(host), host)
             self.assertTrue(edge.is_edge(host), host)
-        for host in ["10.0.0.1", "104.28.0.1", "198.51.100.9"]:  # 104.28/16 is WARP's users, not the edge
+            # Anyone can run code there (a Worker): never a proxy of ours, so
+            # no PROXY header from it and no exemption from the per-address limit.
             self.assertFalse(edge.trusts(host), host)
+        for host in ["10.0.0.1", "104.28.0.1", "198.51.100.9"]:  # 104.28/16 is WARP's users, not the edge
+            self.assertFalse(edge.is_edge(host), host)
         both = TrustedProxies.parse("private,cloudflare")
         self.assertTrue(both.trusts("10.0.0.1"))
         self.assertFalse(both.is_edge("10.0.0.1"))

@@ -100,4 +100,3 @@ class ThroughTheServer(TestCase):
         errors = self.flushLoggedErrors(ValueError)
         self.assertEqual(len(errors), 3)
         self.assertIn("injected fault in the writing of game 80", str(errors[0].value))
-

@@ -164,7 +164,6 @@ class WritingOnAnOrdinaryFilesystem(SynchronousTestCase):
         self.assertFalse(saved.links_refused)
         self.assertEqual(os.listdir(final.parent), ["9.fafreplay"])
 
-
     def test_a_replay_that_appears_during_the_save_is_kept(self):
         """The link itself refuses an existing replay (not only the check before
         compressing): another save's file that lands between the two stays."""
