@@ -142,6 +142,7 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
         spool_writer=spool_writer,
         bookkeeper=bookkeeper,
         log_observer=log_observer(settings.log_format, settings.log_level),
+        signals=ExitCleanlyOnSignal(reactor) if under_twistd else None,
     )
     if settings.http_port is not None:
         site = web_site(service, reactor)
@@ -149,8 +150,6 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
         service.listeners["http"].setServiceParent(service)
     KeepaliveOnListeners(service.listeners, Keepalive.from_settings(settings)).setServiceParent(service)
     ReactorLagProbe(reactor).setServiceParent(service)
-    if under_twistd:
-        ExitCleanlyOnSignal(reactor).setServiceParent(service)
     return service
 
 

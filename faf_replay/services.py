@@ -95,13 +95,19 @@ class ExitCleanlyOnSignal(Service):
     Twisted's own handlers make twistd re-raise the signal once the reactor has
     stopped, so the process dies "by SIGTERM" even after a clean shutdown. A
     server that saved every replay has succeeded; say so to the supervisor.
-    The handlers go in at once (the ports already listen: a signal before the
-    reactor runs would otherwise kill the process outright) and again right
-    after the reactor has installed its own, as it starts.
+    The handlers go in before any port listens (twistd opens the ports in
+    ``privilegedStartService``, well before the reactor runs: a signal then
+    would otherwise kill the process outright), so this service is the root
+    service's first child; again as it starts; and again right after the
+    reactor has installed its own, as it starts.
     """
 
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._install()
 
     def startService(self) -> None:
         super().startService()
@@ -215,6 +221,7 @@ class FafReplayService(MultiService):
         spool_writer: SpoolWriter | None = None,
         bookkeeper: Bookkeeper | None = None,
         log_observer: ILogObserver | None = None,
+        signals: IService | None = None,
     ) -> None:
         super().__init__()
         #: "game", and "websocket" and "http" when enabled.
@@ -226,7 +233,9 @@ class FafReplayService(MultiService):
         self.spool_writer = spool_writer
         self.bookkeeper = bookkeeper
         self._log_observer = log_observer
-        for child in (workers, spool_writer, spool_sync, database, bookkeeper, registry, *listeners.values()):
+        # Signal handling first: once a port listens, a SIGTERM must be a clean stop.
+        children = (signals, workers, spool_writer, spool_sync, database, bookkeeper, registry)
+        for child in (*children, *listeners.values()):
             if child is not None:
                 child.setServiceParent(self)
 

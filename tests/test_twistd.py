@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 from pathlib import Path
 
 import fafreplay
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
-from twisted.trial.unittest import TestCase
+from twisted.internet.selectreactor import SelectReactor
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from faf_replay.services import ExitCleanlyOnSignal
 from faf_replay.vault import vault_path
 from tests.clients import Uploader, Watcher, connect
 from tests.processes import Twistd, run_twistd
@@ -84,6 +87,19 @@ class TwistdProcess(TestCase):
         self.assertRegex(twistd.output, rb"garbage collector: [1-9][0-9]{3,} startup objects frozen")
 
     @inlineCallbacks
+    def test_sigterm_right_after_startup_exits_0(self):
+        """A signal that comes as soon as the ports listen, while the reactor is
+        still starting (installing its own handlers, freezing startup objects),
+        is a clean stop too. Sent the moment twistd says it listens, five times."""
+        for attempt in range(5):
+            twistd = self.run_twistd("--port=tcp:0:interface=127.0.0.1", "--vault=vault")
+            signalled = twistd.listening().addCallback(lambda _: self.process.signalProcess("TERM"))
+            code = yield twistd.exited
+            yield signalled
+            self.assertEqual(code, 0, f"attempt {attempt}: " + twistd.output.decode(errors="replace"))
+            self.assertIn(b"received SIGTERM: stopping", twistd.output)
+
+    @inlineCallbacks
     def test_default_vault_is_replays_in_the_working_directory(self):
         twistd = self.run_twistd("--port=tcp:0:interface=127.0.0.1", "--grace=0.1", "--delay=0")
         port = yield twistd.listening()
@@ -104,3 +120,33 @@ def deferLaterSeconds(seconds: float) -> Deferred:
     from twisted.internet.task import deferLater  # noqa: PLC0415
 
     return deferLater(reactor, seconds, lambda: None)
+
+
+class SignalHandlersInPlace(SynchronousTestCase):
+    """Whatever runs once the reactor has started (the GC freeze, which can take
+    a while) already runs under our handlers, not the reactor's, whose SIGTERM
+    makes twistd die by the signal after a clean stop. A reactor of its own,
+    started here, not the test's."""
+
+    def test_ours_replace_the_reactors_before_anything_after_startup(self):
+        saved = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+        wakeup = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(wakeup)
+
+        def restore():
+            for number, handler in saved.items():
+                signal.signal(number, handler)
+            signal.set_wakeup_fd(wakeup)
+
+        self.addCleanup(restore)
+        reactor = SelectReactor()
+        self.addCleanup(reactor.disconnectAll)
+        seen = []
+        reactor.callWhenRunning(lambda: seen.append(signal.getsignal(signal.SIGTERM)))  # queued first
+        service = ExitCleanlyOnSignal(reactor)
+        service.privilegedStartService()
+        self.assertEqual(signal.getsignal(signal.SIGTERM), service._received)  # before a port listens
+        service.startService()
+        reactor.startRunning(installSignalHandlers=True)
+        self.assertEqual(seen, [service._received])
+        self.assertEqual(signal.getsignal(signal.SIGINT), service._received)
