@@ -36,14 +36,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from twisted.trial.unittest import SkipTest
+from tests.requirements import unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "localhost/faf-replay-test-base:bookworm"
 IMAGE = "localhost/faf-replay-test:latest"
 #: A base older than this is made again (Debian's updates).
 BASE_MAX_AGE = 30 * 24 * 3600
-REQUIRE_VARIABLE = "FAF_REPLAY_REQUIRE_IMAGE"
 HOST_CA = "/usr/local/share/host-ca/ca-certificates.crt"
 
 
@@ -76,9 +75,7 @@ def require() -> None:
     reason = missing()
     if reason is None:
         return
-    if os.environ.get(REQUIRE_VARIABLE) == "1":
-        raise ContainerError(f"{reason}; {REQUIRE_VARIABLE}=1 makes this a failure")
-    raise SkipTest(reason)
+    unavailable("IMAGE", reason)
 
 
 def podman(*args: str) -> list[str]:

@@ -21,7 +21,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
+
+from tests.requirements import unavailable
 
 _SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin", "/bin"])
 #: Enough for a few replays and a spool; sparse, so it costs no disk.
@@ -61,10 +63,8 @@ def linkless_directory(test: TestCase) -> Path:
     try:
         return _mount(test)
     except Unavailable as error:
-        message = f"no exFAT-over-FUSE filesystem to test on: {error}"
-        if os.environ.get("FAF_REPLAY_REQUIRE_FUSE") == "1":
-            raise RuntimeError(message) from None
-        raise SkipTest(message + " (as root: apt-get install exfat-fuse exfatprogs)") from None
+        why = f"no exFAT-over-FUSE filesystem to test on: {error}"
+        unavailable("FUSE", why, "as root: apt-get install exfat-fuse exfatprogs")
 
 
 def _mount(test: TestCase) -> Path:

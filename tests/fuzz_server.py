@@ -294,6 +294,8 @@ class ServerLog:
         self.count = 0
         #: Line numbers of the lines naming each client port.
         self.ports: dict[int, list[int]] = {}
+        #: Line numbers of the lines naming a client port and no game (a connection's own).
+        self.gameless_ports: dict[int, list[int]] = {}
         self.started: set[int] = set()
         self.problems: list[Problem] = []
         self.recent: deque[str] = deque(maxlen=keep)
@@ -306,6 +308,10 @@ class ServerLog:
         self._stderr_partial = b""
         #: Namespaces whose lines are read as if the server had not logged them.
         self.ignore: set[str] = set()
+        #: What each upload had sent when it ended, by client port: (line number, bytes).
+        self.uploaded: dict[int, list[tuple[int, int]]] = {}
+        #: Games whose merge stopped waiting for a stalled upload.
+        self.stalled: set[int] = set()
 
     def feed(self, data: bytes) -> None:
         lines = (self._partial + data).split(b"\n")
@@ -357,6 +363,13 @@ class ServerLog:
         ports = [int(port) for port in _PEER.findall(text)]
         for port in ports:
             self.ports.setdefault(port, []).append(self.count)
+            if game_id is None:
+                self.gameless_ports.setdefault(port, []).append(self.count)
+        received = event.get("received")
+        if isinstance(received, int) and "outcome" in event and ports:  # an upload's last line
+            self.uploaded.setdefault(ports[0], []).append((self.count, received))
+        if game_id is not None and "held the replay back" in text:
+            self.stalled.add(game_id)
         failure = event.get("log_failure")
         port = ports[0] if ports else None
         if failure is not None:
@@ -368,17 +381,29 @@ class ServerLog:
         elif any(word in line for word in _PROBLEM_TEXT):
             self.problems.append(Problem("traceback", shown, game_id, port))
 
+    def upload_received(self, port: int, since: int) -> int | None:
+        """Bytes the upload from ``port`` had sent when it ended, by the first such
+        line since line ``since``; None when it has none (it was refused)."""
+        return next((received for line, received in self.uploaded.get(port, ()) if line > since), None)
+
+    def names_without_a_game(self, port: int | None, since: int) -> bool:
+        """Like :meth:`names`, by a line about no game: a connection refused or
+        cut before its header (a line about a game is another client's, whose
+        port this one reuses)."""
+        return port is not None and any(number > since for number in self.gameless_ports.get(port, ()))
+
     def names(self, port: int | None, since: int) -> bool:
         """Whether a line since line ``since`` names the client at ``port``."""
         return port is not None and any(number > since for number in self.ports.get(port, ()))
 
     def forget_ports_before(self, line: int) -> None:
-        for port in list(self.ports):
-            kept = [number for number in self.ports[port] if number > line]
-            if kept:
-                self.ports[port] = kept
-            else:
-                del self.ports[port]
+        for lines in (self.ports, self.gameless_ports):
+            for port in list(lines):
+                kept = [number for number in lines[port] if number > line]
+                if kept:
+                    lines[port] = kept
+                else:
+                    del lines[port]
 
     def about(self, game_id: int | None = None, port: int | None = None, limit: int = 12) -> list[str]:
         """Lines about a game or a client, for a report."""

@@ -42,6 +42,7 @@ from tests.mutations import (
     accepted_header_end,
     body,
     header_end,
+    saved_problem,
 )
 
 
@@ -81,6 +82,8 @@ class FuzzRun:
         self.vault = directory / "vault"
         self.spool = directory / "spool"
         self.options = options
+        #: The server's merge quorum (its default unless the options say).
+        self.quorum = next((int(o.split("=", 1)[1]) for o in options if o.startswith("--quorum=")), 2)
         self.server: Server | None = None
         self.servers: list[Server] = []
         self.findings: list[Finding] = []
@@ -89,6 +92,9 @@ class FuzzRun:
         self.games: dict[int, Case | Honest] = {}
         #: What each upload of a fuzzed game sent after its connection header.
         self.uploads: dict[int, list[bytes]] = {}
+        #: Each upload of a fuzzed game: the server it went to, its client, what
+        #: it sent after its connection header.
+        self.upload_clients: dict[int, list[tuple[Server, Client, bytes]]] = {}
         self._next_honest = HONEST_IDS
         self._next_fuzz = FUZZ_IDS
         self._connected: list[_Connected] = []
@@ -244,7 +250,8 @@ class FuzzRun:
             for connected in self._connected:
                 client = connected.client
                 lobby = client.data[: client.sent] in (b"", b"P", b"G")  # what FA could have sent
-                if lobby and client.closed_by_us and server.log.names(client.port, client.mark):
+                logged = server.log.names_without_a_game(client.port, client.mark)
+                if lobby and client.closed_by_us and logged:
                     self._add(
                         "lobby leaver logged",
                         f"a connection that sent {client.data[: client.sent]!r} and closed has a line",
@@ -257,11 +264,24 @@ class FuzzRun:
         self.stats["batches"] += 1
         self.stats["connections"] += len(self._connected)
 
+    def received(self, game_id: int) -> list[bytes]:
+        """What the server received of each upload of a fuzzed game, from the
+        line that ended it (an upload it refused has none)."""
+        found = []
+        for server, client, sent in self.upload_clients.get(game_id, []):
+            received = server.log.upload_received(client.port, client.mark) if client.port else None
+            if received is not None:
+                found.append(sent[:received])
+        return found
+
     def _client(self, subject, game_id, transport, data, connection=None, **kwargs) -> Client:
         server = self.server
         assert server is not None
         client = Client(data, mark=lambda: server.log.count, **kwargs)
         self._connected.append(_Connected(client, subject, game_id, connection))
+        opening = parse_opening(data) if isinstance(subject, Case) else None
+        if opening is not None and opening[0] == "P" and opening[1] == game_id:
+            self.upload_clients.setdefault(game_id, []).append((server, client, opening[2]))
         self._all_connected.append(self._connected[-1])
         if transport == "ws":
             opened = connect_websocket(server.ws_port, client)
@@ -467,6 +487,14 @@ class FuzzRun:
                         game_id,
                         self.about(game_id),
                     )
+                continue
+            if game_id not in self.relaxed:
+                stalled = any(game_id in server.log.stalled for server in self.servers)
+                problem = saved_problem(replay, self.received(game_id), self.quorum, stalled)
+                self.stats["differing games judged" + (" (a voter stalled)" if stalled else "")] += 1
+                if problem is not None:
+                    subject = self.games[game_id]
+                    self._add("fuzzed game saved wrong", problem, subject, game_id, self.about(game_id))
                 continue
             if replay is None:
                 continue

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from twisted.trial.unittest import SkipTest
+from tests.requirements import unavailable
 
 SCHEMA = Path(__file__).parent / "schema.sql"
 USER, PASSWORD = "faf_replay", "s3cret-π"
@@ -161,10 +161,7 @@ def server() -> MariaDBServer:
         except (MariaDBMissing, RuntimeError, subprocess.CalledProcessError, OSError) as error:
             _failure = error
     if _server is None:
-        message = f"no private MariaDB server: {_failure}"
-        if os.environ.get("FAF_REPLAY_REQUIRE_DB") == "1":
-            raise RuntimeError(message)
-        raise SkipTest(message + " (install mariadb-server, or run .ci/run)")
+        unavailable("DB", f"no private MariaDB server: {_failure}", "install mariadb-server, or run .ci/run")
     return _server
 
 

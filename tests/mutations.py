@@ -29,6 +29,7 @@ Pure data, no Twisted (``tests/test_fuzz.py`` runs them against a real
 
 from __future__ import annotations
 
+import itertools
 import re
 import struct
 from collections.abc import Sequence
@@ -144,6 +145,66 @@ def accepted_header_end(stream: bytes) -> int | None:
 def body(stream: bytes) -> bytes:
     end = header_end(stream)
     return stream[end:] if end is not None else b""
+
+
+def saved_problem(replay: bytes | None, received: list[bytes], quorum: int, stalled: bool) -> str | None:
+    """What is wrong with the replay saved for a fuzzed game whose uploads
+    differ (None: nothing), from what the server received of each upload (its
+    log says how many bytes) and its quorum.
+
+    An upload that completed a header the server takes makes a replay, so one
+    must be there; its header is one upload's and its body a prefix of one
+    upload's body, never a splice. Unless the merge stopped waiting for a
+    stalled voter (``stalled``), the body holds every byte ``quorum`` uploads
+    agreed on, and when ``quorum`` uploads sent the same whole body it is
+    saved whole: that body, or a longer upload that goes on from it.
+    """
+    taken = [stream for stream in received if accepted_header_end(stream) is not None]
+    if replay is None or not taken:
+        if replay is not None:
+            return f"saved {len(replay)} bytes, though no upload completed a header the server takes"
+        return f"nothing saved, though {len(taken)} upload(s) completed a replay header" if taken else None
+    bodies = [body(stream) for stream in taken]
+    end = header_end(replay)
+    if end is None or replay[:end] not in {stream[: header_end(stream)] for stream in taken}:
+        return f"the saved header ({end} bytes) is no upload's"
+    saved = replay[end:]
+    if not any(whole.startswith(saved) for whole in bodies):
+        return f"the saved body ({len(saved)} bytes) is no prefix of an upload's body"
+    return None if stalled else _quorum_problem(saved, bodies, quorum)
+
+
+def _quorum_problem(saved: bytes, bodies: list[bytes], quorum: int) -> str | None:
+    agreed, identical = _agreed(bodies, quorum)
+    if not saved.startswith(agreed):
+        return f"the saved body ({len(saved)} bytes) lacks the {len(agreed)} bytes {quorum} uploads agreed on"
+    if identical and not any(whole == saved for whole in bodies if whole.startswith(agreed)):
+        return f"{quorum} uploads sent the same {len(agreed)}-byte body; {len(saved)} bytes of it were saved"
+    return None
+
+
+def _agreed(bodies: list[bytes], quorum: int) -> tuple[bytes, bool]:
+    """The longest body prefix ``quorum`` uploads share (all of them, when
+    fewer), and whether those uploads sent that very body, whole."""
+    best, identical = b"", False
+    for group in itertools.combinations(bodies, min(quorum, len(bodies))):
+        shared = group[0][: min(_shared(group[0], other) for other in group)]
+        same = all(whole == group[0] for whole in group)
+        if len(shared) > len(best) or (same and len(shared) == len(best)):
+            best, identical = shared, same
+    return best, identical
+
+
+def _shared(one: bytes, other: bytes) -> int:
+    """How many bytes two bodies share from the start."""
+    length = min(len(one), len(other))
+    start = 0
+    while start < length and one[start : start + 4096] == other[start : start + 4096]:
+        start += 4096
+    for position in range(start, min(start + 4096, length)):
+        if one[position] != other[position]:
+            return position
+    return length
 
 
 # -- mutations -----------------------------------------------------------------------------
@@ -500,9 +561,34 @@ def twins(draw: Any) -> Case:
     return Case((*uploads, watcher))
 
 
+@st.composite
+def outvoted(draw: Any) -> Case:
+    """Two players send a real recording, a third the same with one bit flipped
+    in the last quarter of its body (a desync): the two are a quorum, and the
+    replay must be theirs, whole. The two send their header at once, then
+    their body at 50 KB/s; the third joins 0.4 s later (the two are voting by
+    then) and sends everything at once, so that it is ahead of them at the
+    flipped bit by more than the delay: a merge that let one upload decide
+    alone would take the third's."""
+    name = draw(st.sampled_from(["example", "22373098"]))
+    stream = recording(name)
+    start = header_end(stream)
+    assert start is not None
+    flipped = draw(st.integers(start + (len(stream) - start) * 3 // 4, len(stream) - 1))
+    pieces = (start, *(500,) * 99)
+    honest = [
+        Connection("P", None, name, (), pieces=pieces, pause=0.01, transport=draw(_transports))
+        for _ in range(2)
+    ]
+    flip = FlipBit(flipped, draw(st.integers(0, 7)))
+    intruder = Connection("P", None, name, (flip,), pieces=(8192,), transport=draw(_transports), delay=0.4)
+    watcher = Connection("G", then="wait", transport=draw(_transports), delay=0.05)
+    return Case((*honest, intruder, watcher))
+
+
 def cases() -> st.SearchStrategy[Case]:
     mixed = st.lists(connections(), min_size=1, max_size=4).map(lambda found: Case(tuple(found)))
-    return st.one_of(mixed, mixed, mixed, twins())
+    return st.one_of(mixed, mixed, mixed, twins(), outvoted())
 
 
 def _honest_body(honest_stream: bytes, intruder: bytes) -> bool:

@@ -50,7 +50,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from twisted.internet import reactor
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
+
+from tests.requirements import unavailable
 
 _SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin", "/bin"])
 _CLONE_NEWNET = 0x40000000  # <sched.h>
@@ -80,10 +82,7 @@ def namespace_for(test: TestCase) -> Namespace:
     try:
         namespace = Namespace.create()
     except Unavailable as error:
-        message = f"no network namespace: {error}"
-        if os.environ.get("FAF_REPLAY_REQUIRE_NETNS") == "1":
-            raise RuntimeError(message) from None
-        raise SkipTest(message + " (as root: apt-get install iproute2 nftables)") from None
+        unavailable("NETNS", f"no network namespace: {error}", "as root: apt-get install iproute2 nftables")
     test.addCleanup(namespace.delete)
     return namespace
 

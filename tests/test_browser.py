@@ -9,10 +9,11 @@ from html.parser import HTMLParser
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.clients import Uploader, Watcher, connect, start_server, until
 from tests.recordings import recording
+from tests.requirements import unavailable
 
 CHROMIUM_FLAGS = [
     "--headless=new",
@@ -31,9 +32,7 @@ def chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found:
         return found
-    if os.environ.get("FAF_REPLAY_REQUIRE_BROWSER") == "1":
-        raise RuntimeError("chromium is not installed")
-    raise SkipTest("chromium is not installed (apt-get install chromium, or run .ci/run)")
+    unavailable("BROWSER", "chromium is not installed", "apt-get install chromium, or run .ci/run")
 
 
 class Table(HTMLParser):

@@ -5,9 +5,7 @@ import json
 import os
 
 import fafreplay
-from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, inlineCallbacks
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from faf_replay import game as game_module
@@ -21,10 +19,6 @@ def read_saved(vault: str, game_id: int) -> tuple[dict, bytes]:
     data = vault_path(vault, game_id).read_bytes()
     metadata = json.loads(data.split(b"\n", 1)[0])
     return metadata, fafreplay.extract_scfa(io.BytesIO(data))
-
-
-def sleep(seconds: float):
-    return deferLater(reactor, seconds, lambda: None)
 
 
 class OverTCP:
@@ -51,7 +45,7 @@ class EndToEnd(OverTCP, TestCase):
         ]
         for uploader in uploaders:
             yield self.connect(port, uploader)
-        yield sleep(0.1)
+        yield until(lambda: 2000 in service.registry.games)
         early = [Watcher(2000, f"early{i}") for i in range(3)]
         for watcher in early:
             yield self.connect(port, watcher)
@@ -84,7 +78,7 @@ class EndToEnd(OverTCP, TestCase):
             uploader = Uploader(3001, f"{i}.SCFAreplay", recording(f"diverging_1/{i}"), [700 + 37 * i])
             uploaders.append(uploader)
             yield self.connect(port, uploader)
-        yield sleep(0.05)
+        yield until(lambda: 3001 in service.registry.games)
         watcher = Watcher(3001)
         yield self.connect(port, watcher)
         done = service.registry.when_done(3001)
@@ -157,6 +151,7 @@ class EndToEnd(OverTCP, TestCase):
 
     @inlineCallbacks
     def test_late_uploader_does_not_touch_the_saved_file(self):
+        logs = CapturedLogs(self)
         service, port = yield self.start()
         first = Uploader(12, "a.SCFAreplay", recording("example"), [10000])
         yield self.connect(port, first)
@@ -166,7 +161,9 @@ class EndToEnd(OverTCP, TestCase):
         late = Uploader(12, "b.SCFAreplay", recording("8805603"), [10000])
         yield self.connect(port, late)
         yield late.done
-        yield sleep(0.5)
+        # The server refused it (and closed it: what late.done waited for).
+        [refused] = logs.matching("'b.SCFAreplay' from")
+        self.assertIn("upload for game 12 refused", refused)
         self.assertEqual(path.read_bytes(), before)
         self.assertNotIn(12, service.registry.games)
 
@@ -177,7 +174,7 @@ class EndToEnd(OverTCP, TestCase):
         uploader.keep_open = True
         yield self.connect(port, uploader)
         yield uploader.sent_all
-        yield sleep(0.1)
+        yield until(lambda: 13 in service.registry.games)
         watcher = Watcher(13)
         yield self.connect(port, watcher)
         yield watcher.first_data
@@ -201,7 +198,7 @@ class Backpressure(OverTCP, TestCase):
         stream = header + body * 500  # ~20 MB: more than the kernel's socket buffers hold
         uploader = Uploader(21, "p.SCFAreplay", stream, [256 * 1024], pause=0.001)
         yield self.connect(port, uploader)
-        yield sleep(0.05)
+        yield until(lambda: 21 in service.registry.games)
         slow, fast = Watcher(21, "slow"), Watcher(21, "fast")
         yield self.connect(port, slow)
         slow.transport.pauseProducing()  # stop reading from the socket

@@ -13,12 +13,19 @@ uploaders in small pieces, with watchers, some with an intruder. Asserted:
    saved replay; every other saved file reads back (``fafreplay``, its JSON
    line names the game); a fuzzed game whose uploads all sent the same bytes
    is saved as sent (at most ``--max-upload-bytes`` of it), or not at all when
-   its replay header is one the server refuses; any other is one upload's
-   header with a prefix of one upload's body (never a splice);
+   its replay header is one the server refuses; any other, from what the
+   server says it received of each upload: a replay exists when one upload
+   completed a header, it is one upload's header with a prefix of one
+   upload's body (never a splice), it holds every byte a quorum of uploads
+   agreed on, and it is a whole upload when a quorum sent the same body
+   (``tests.mutations.saved_problem``; unless the merge stopped waiting for a
+   stalled voter). Some cases are made for that: two honest uploads and a
+   faster desynced one (``outvoted``);
 3. the log has no ``critical`` line and no traceback (``log_failure``,
    "Traceback", "Unhandled");
 4. every connection that sent at least 2 bytes has a log line naming it
-   (``127.0.0.1:<its port>``); one that sent fewer and closed has none;
+   (``127.0.0.1:<its port>``); one that sent fewer and closed has none about
+   no game (a line about a game names another client, on a reused port);
 5. after a restart on the same spool (recover, save, SIGTERM) nothing is left
    in ``<spool>/games/`` but what went to ``<spool>/quarantine/``.
 
@@ -94,6 +101,7 @@ from tests.mutations import (
     mutated,
     poison,
     random_headers,
+    saved_problem,
     simpler_batches,
 )
 from tests.recordings import recording, split
@@ -280,6 +288,11 @@ class Checks(SynchronousTestCase):
         self.assertFalse(log.names(4123, since=1))  # a line before the client connected
         self.assertFalse(log.names(412, since=0))
         self.assertFalse(log.names(41234, since=0))
+        self.assertTrue(log.names_without_a_game(4123, since=0))
+        watcher = self.event("game {game_id}: watcher from {peer} left", game_id=1, peer="127.0.0.1:4123")
+        later = self.lines(watcher)
+        self.assertTrue(later.names(4123, since=0))
+        self.assertFalse(later.names_without_a_game(4123, since=0))  # another client's, on a reused port
         self.assertEqual(log.started, {1})
         self.assertEqual(log.listening, {"ReplayFactory": 15000})
 
@@ -291,6 +304,43 @@ class Checks(SynchronousTestCase):
         header0 = split(recording("diverging_1/0"))[0]
         self.assertTrue(diverging.accepts(header0 + split(recording("diverging_1/5"))[1]))
         self.assertFalse(diverging.accepts(recording("diverging_1/3")))
+
+    def test_the_oracle_of_games_whose_uploads_differ(self):
+        stream = recording("example")
+        header, whole = split(stream)
+        flipped = mutate("example", (FlipBit(30000, 0),))  # its body differs from byte 30000 - 1966
+        differs_at = 30000 - len(header)
+        self.assertEqual(flipped[len(header) :][:differs_at], whole[:differs_at])
+        agreeing = [stream, stream, flipped]
+        for replay, problem in [
+            (stream, None),  # saved whole
+            (None, "nothing saved, though 3 upload(s) completed a replay header"),
+            (header, "lacks the 41578 bytes 2 uploads agreed on"),
+            (header + whole[:20000], "lacks the 41578 bytes"),
+            (flipped, "lacks the 41578 bytes"),  # the one mutated upload won
+            (header + whole[:-1] + b"x", "is no prefix of an upload's body"),
+            (b"junk" + whole, "is no upload's"),
+        ]:
+            found = saved_problem(replay, agreeing, 2, stalled=False)
+            self.assertEqual(found is None, problem is None, (replay and len(replay), found))
+            if problem is not None:
+                self.assertIn(problem, found)
+        # A longer upload that goes on from the agreed body supplies the end.
+        longer = stream + recording("8805603")[2000:3000]
+        self.assertIsNone(saved_problem(longer, [stream, stream, longer], 2, stalled=False))
+        partly = longer[: len(stream) + 100]  # neither the agreed body nor the longer one
+        self.assertIn("same 41578-byte body", saved_problem(partly, [stream, stream, longer], 2, False))
+        # No quorum on the whole: a prefix, but never less than what two agreed on.
+        other = mutate("example", (FlipBit(35000, 0),))
+        self.assertIsNone(saved_problem(header + whole[: differs_at + 5], [flipped, other], 2, False))
+        short = header + whole[: differs_at - 1]
+        self.assertIn("lacks the", saved_problem(short, [flipped, other], 2, False))
+        self.assertIn("nothing saved", saved_problem(None, [flipped, other], 2, False))
+        # A stalled voter: fewer may decide, so any prefix of one upload.
+        self.assertIsNone(saved_problem(header, agreeing, 2, stalled=True))
+        # No upload completed a header: nothing to save.
+        self.assertIsNone(saved_problem(None, [stream[:1000], b"garbage"], 2, False))
+        self.assertIn("no upload completed", saved_problem(stream, [stream[:1000]], 2, False))
 
     def test_cases_print_as_the_python_that_rebuilds_them(self):
         namespace = {

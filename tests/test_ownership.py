@@ -18,12 +18,13 @@ from pathlib import Path
 
 import fafreplay
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from faf_replay.vault import vault_path
 from tests.clients import Uploader, connect, until
 from tests.processes import run_twistd
 from tests.recordings import recording
+from tests.requirements import unavailable
 from tests.test_web import get
 
 NOBODY = 65534
@@ -35,7 +36,7 @@ class VaultOwnedByAnotherUser(TestCase):
 
     def setUp(self):
         if os.geteuid() != 0:
-            raise SkipTest("changing owners and starting a server as another user needs root")
+            unavailable("ROOT", "changing owners and starting a server as another user needs root")
         # Outside trial's folders (0700: another user could not even reach them).
         self.cwd = Path(tempfile.mkdtemp(prefix="faf-replay-owners-"))
         self.addCleanup(shutil.rmtree, self.cwd, ignore_errors=True)

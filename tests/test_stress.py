@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import resource
-import time
 
 import fafreplay
 from twisted.internet import reactor
@@ -21,6 +20,7 @@ from twisted.trial.unittest import TestCase
 
 from faf_replay.vault import vault_path
 from tests.clients import Uploader, Watcher, connect, start_server, until
+from tests.logs import CapturedLogs
 from tests.recordings import recording
 
 IDLE_ADDRESSES = [f"127.0.0.{n}" for n in range(2, 10)]  # 8 addresses, 300 idle each, 256 allowed each
@@ -81,6 +81,7 @@ class Stress(TestCase):
             self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
         self.hostile: list[Hostile] = []
         self.addCleanup(self.close_hostile)
+        self.logs = CapturedLogs(self)
 
     def close_hostile(self):
         closing = []
@@ -136,9 +137,7 @@ class Stress(TestCase):
             watchers.append(watcher)
             yield connect(port, watcher)
         yield DeferredList([u.done for u in uploaders])
-        last_upload_ended = time.monotonic()
         yield DeferredList([service.registry.when_done(g) for g in honest])
-        saved_after = time.monotonic() - last_upload_ended
 
         vault = service.registry.settings.vault
         for game_id, name in honest.items():
@@ -146,7 +145,11 @@ class Stress(TestCase):
                 self.assertEqual(fafreplay.extract_scfa(file), recording(name))
         for watcher, name in zip(watchers, honest.values(), strict=True):
             self.assertEqual((yield watcher.done), recording(name))
-        self.assertLess(saved_after, 0.5 + 2.0)  # grace + 2 s
+        # Each ended by its grace once its uploads were gone: nothing hostile held it
+        # open. (How long saving takes under load is benchmarks.load's to measure.)
+        for game_id in honest:
+            [ended] = self.logs.matching(f"game {game_id}: write phase over")
+            self.assertIn("(no uploader for 0.5 s)", ended)
 
         refused = sum(1 for p in self.hostile if p.closed.called)
         self.assertGreater(refused, IDLE_EACH - PER_ADDRESS)  # the floods beyond the limits
@@ -154,6 +157,5 @@ class Stress(TestCase):
         self.assertGreaterEqual(still_open, len(IDLE_ADDRESSES) * PER_ADDRESS)
         print(
             f"\n    stress: {len(self.hostile)} hostile connections tried, {held} held at once, "
-            f"{still_open} still held, {refused} closed; honest games saved {saved_after:.2f} s "
-            "after their last upload ended"
+            f"{still_open} still held, {refused} closed; the honest games saved whole"
         )
