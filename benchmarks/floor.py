@@ -11,14 +11,16 @@ no log lines, no metrics. The load benchmark runs it as a subprocess like the
 real server (``--server floor``), and what it costs is the price of the
 sockets themselves, the part of faf-replay's CPU no design can remove.
 
-Two ways of reading, as the issue asks:
+Two ways of reading:
 
 - ``every-write``: every upload read as its bytes come (FA writes ten times a
   second), what a naive server does;
-- ``tick``: each upload read at most once a second: after a read its transport
-  is paused and resumed on the next tick of its group (connections in twenty
-  groups by game, one group a twentieth of a second), the way faf-replay reads
-  once per game tick; the kernel gathers the writes in between.
+- ``tick``: each upload read once a second and no more: after its first read
+  its socket leaves the reactor's reading set for good, and the tick of its
+  group (connections in twenty groups by game, one group a twentieth of a
+  second) reads it directly, one ``recv`` for what the kernel gathered since
+  the last tick (``faf_replay.tick_reads``, as faf-replay reads an upload once
+  its replay header is in). No pause, no resume, no ``epoll_ctl`` per tick.
 
 The relayed stream is, at every moment, the longest upload received so far
 (the uploads of one game are copies of one stream, so each read only adds what
@@ -41,6 +43,7 @@ from pathlib import Path
 from twisted.internet import protocol, task
 
 from benchmarks.process import Process
+from faf_replay.tick_reads import read_now
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -157,31 +160,36 @@ class EveryWrite:
 
 
 class OncePerTick:
-    """Reads each upload at most once a tick: paused after a read, resumed with its group.
+    """Reads each upload once a tick: out of the reactor's reading set after its
+    first read, then read by its group's tick directly.
 
-    Twenty groups by game id (as faf-replay's tick groups), one resumed every
-    twentieth of ``interval``, so that the resumes are spread over the tick.
+    Twenty groups by game id (as faf-replay's tick groups), one read every
+    twentieth of ``interval``, so that the reads are spread over the tick.
     """
 
     def __init__(self, clock, interval: float = 1.0) -> None:
         self.groups: list[set[Upload]] = [set() for _ in range(GROUPS)]
         self.next = 0
-        self.loop = task.LoopingCall(self.resume_next_group)
+        self.group_reads = 0  # groups read so far (GROUPS a tick)
+        self.loop = task.LoopingCall(self.read_next_group)
         self.loop.clock = clock
         self.loop.start(interval / GROUPS, now=False)
 
     def read(self, upload: Upload) -> None:
-        upload.transport.pauseProducing()
-        self.groups[upload.game_id % GROUPS].add(upload)
+        group = self.groups[upload.game_id % GROUPS]
+        if upload not in group:  # its first read: from now on the tick reads it
+            upload.transport.stopReading()
+            group.add(upload)
 
     def forget(self, upload: Upload) -> None:
         self.groups[upload.game_id % GROUPS].discard(upload)
 
-    def resume_next_group(self) -> None:
-        group, self.groups[self.next] = self.groups[self.next], set()
+    def read_next_group(self) -> None:
+        group = self.groups[self.next]
         self.next = (self.next + 1) % GROUPS
-        for upload in group:
-            upload.transport.resumeProducing()
+        self.group_reads += 1
+        for upload in list(group):
+            read_now(upload.transport)  # the bytes go to dataReceived; the end to connectionLost
 
     def stop(self) -> None:
         self.loop.stop()

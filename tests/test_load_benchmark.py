@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from benchmarks.anchor import read_fafreplay
 from benchmarks.compare import comparison_table, ratios, variants
-from benchmarks.floor import Floor, Game, reader_for
+from benchmarks.floor import GROUPS, Floor, Game, reader_for
 from benchmarks.load import Upload, _target, make_stream, split, stream_key, tick_times, verify_watchers
 from benchmarks.profile_areas import by_area, parse, report
 from benchmarks.save_latency import measure
@@ -216,6 +216,13 @@ class FloorOverSockets(TestCase):
         late.transport.write(b"P/7")  # a header in two pieces
         late.transport.write(b"/late.SCFAreplay\0" + stream[:20_000])
         yield self.until(lambda: 7 in floor.games and floor.games[7].length == 30_000)
+        if mode == "tick":  # read by the tick alone, two ticks on: never back in the reading set
+            reads = floor.reader.group_reads
+            yield self.until(lambda: floor.reader.group_reads >= reads + 2 * GROUPS)
+            uploads = [u for group in floor.reader.groups for u in group]
+            self.assertEqual(len(uploads), 2)
+            readers = reactor.getReaders()
+            self.assertFalse(any(upload.transport in readers for upload in uploads))
         early.transport.loseConnection()  # leaves; the other upload goes on where it left off
         yield early.closed
         late.transport.write(stream[20_000:])
