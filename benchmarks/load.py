@@ -46,6 +46,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -446,6 +447,18 @@ def verify_watchers(games: list[dict], results: list[dict], expected: dict[tuple
     return {"watchers": len(watches), "watchers_complete": complete, "watchers_verified": good}
 
 
+def row_latencies(results: list[dict], available_at: dict[int, float]) -> list[float]:
+    """Per game: seconds from its last upload closing (the generators' clock) to
+    its database row saying ``replay_available = 1`` (seen by polling, within
+    50 ms): a saved replay as FAF's users see it."""
+    last_upload: dict[int, float] = {}
+    for result in results:
+        for upload in result["uploads"]:
+            if upload["closed_at"]:
+                last_upload[upload["game"]] = max(last_upload.get(upload["game"], 0.0), upload["closed_at"])
+    return sorted(available_at[g] - last_upload[g] for g in available_at if g in last_upload)
+
+
 def save_latencies(server: Server) -> list[float]:
     """Per game: seconds from its last upload ending to its file saved (the server's own clock)."""
     last_upload: dict[int, float] = {}
@@ -510,6 +523,38 @@ class Rows:
                 [(game["id"], player, 2 + player % 2) for game in games for player in range(1, 5)],
             )
 
+    def watch(self, interval: float = 0.05) -> None:
+        """Note, from now on, when each game's row first says its replay is
+        available (``replay_available = 1``): what a user of FAF's site sees.
+        Polled on a connection of its own every ``interval`` seconds."""
+        import MySQLdb  # noqa: PLC0415
+
+        from tests import mariadb  # noqa: PLC0415
+
+        self.available_at: dict[int, float] = {}
+        self._watching = threading.Event()
+        self._watching.set()
+        connection = MySQLdb.connect(
+            unix_socket=mariadb.server().socket, user="root", db=self.name, autocommit=True
+        )
+
+        def poll() -> None:
+            with connection.cursor() as cursor:
+                while self._watching.is_set():
+                    cursor.execute("SELECT id FROM game_stats WHERE replay_available = 1")
+                    now = time.time()
+                    for (game_id,) in cursor.fetchall():
+                        self.available_at.setdefault(int(game_id), now)
+                    time.sleep(interval)
+            connection.close()
+
+        self._poller = threading.Thread(target=poll, name="rows-watcher", daemon=True)
+        self._poller.start()
+
+    def stop_watching(self) -> None:
+        self._watching.clear()
+        self._poller.join(5)
+
     def recorded(self) -> int:
         """Games whose row says their replay is available, with a tick count."""
         with self.connection.cursor() as cursor:
@@ -562,6 +607,8 @@ def capacity(args) -> dict:
     server, rows = start_server(args, games)
     sampler = Sampler(server)
     profiler = start_profiler(server.process.pid, args.profile) if args.profile else None
+    if rows is not None:
+        rows.watch()
     sampler.mark("start")
     baseline, _ = server.memory()
     start_at = time.time() + args.ramp
@@ -590,6 +637,11 @@ def capacity(args) -> dict:
             time.sleep(0.5)
         outcome["database_rows_updated"] = rows.recorded()
     sampler.mark("saved")
+    row_latency = []
+    if rows is not None:
+        time.sleep(0.2)  # one more look of the row watcher at the rows counted above
+        rows.stop_watching()
+        row_latency = row_latencies(results, rows.available_at)
     stall = server.metric("replayserver_reactor_lag_max_seconds")
     _, peak = server.memory()
     received = server.metric("replayserver_received_bytes_total")
@@ -624,6 +676,8 @@ def capacity(args) -> dict:
         **outcome,
         "save_latency_median_s": round(statistics.median(latencies), 3) if latencies else None,
         "save_latency_p99_s": round(percentile(latencies, 0.99), 3) if latencies else None,
+        "row_latency_median_s": round(statistics.median(row_latency), 3) if row_latency else None,
+        "row_latency_p99_s": round(percentile(row_latency, 0.99), 3) if row_latency else None,
         "longest_reactor_stall_s": _rounded(stall, 4),
         "server_exit": exit_code,
     }
