@@ -148,6 +148,22 @@ class Watch:
     received: int = 0
     done: bool = False
     connected: bool = False
+    #: When the first byte came (the header, which is not delayed).
+    first_at: float | None = None
+    #: Byte offsets of the stream whose arrival is timed, and when each came.
+    marks: tuple[int, ...] = ()
+    marked_at: list[float] = field(default_factory=list)
+
+    def arrived(self, now: float) -> None:
+        """Bytes came (``received`` counts them): note the first, and the marks passed."""
+        if self.first_at is None:
+            self.first_at = now
+        while len(self.marked_at) < len(self.marks) and self.received > self.marks[len(self.marked_at)]:
+            self.marked_at.append(now)
+
+
+#: Where in a stream a watcher's arrival times are taken (fractions of it).
+WATCH_MARKS = (0.25, 0.5, 0.75)
 
 
 def generator(spec: dict) -> dict:
@@ -175,8 +191,9 @@ def generator(spec: dict) -> dict:
             sock = _connect(address)
             sock.send(f"P/{game['id']}/{plan['name']}.SCFAreplay\0".encode())
             uploads.append(Upload(game["id"], sock, data, end))
+        marks = tuple(int(len(stream) * fraction) for fraction in WATCH_MARKS)
         for delay in game["watchers"]:
-            watches.append(Watch(game["id"], _socket(), start + delay))
+            watches.append(Watch(game["id"], _socket(), start + delay, marks=marks))
     pacing = None
     if spec["acceleration"] is not None:
         ticks = tick_times(next(iter(streams.values())), spec["acceleration"])
@@ -237,6 +254,7 @@ def generator(spec: dict) -> dict:
                     break
                 watch.digest.update(chunk)
                 watch.received += len(chunk)
+                watch.arrived(time.time())
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "cpu": usage.ru_utime - usage_before.ru_utime + usage.ru_stime - usage_before.ru_stime,
@@ -244,7 +262,16 @@ def generator(spec: dict) -> dict:
             {"game": u.game, "sent": u.sent, "end": u.end, "closed_at": u.closed_at} for u in uploads
         ],
         "watches": [
-            {"game": w.game, "received": w.received, "sha256": w.digest.hexdigest(), "done": w.done}
+            {
+                "game": w.game,
+                "received": w.received,
+                "sha256": w.digest.hexdigest(),
+                "done": w.done,
+                "join_at": w.join_at,
+                "first_at": w.first_at,
+                "marks": list(w.marks),
+                "marked_at": w.marked_at,
+            }
             for w in watches
         ],
     }
@@ -447,6 +474,31 @@ def verify_watchers(games: list[dict], results: list[dict], expected: dict[tuple
     return {"watchers": len(watches), "watchers_complete": complete, "watchers_verified": good}
 
 
+def watcher_timing(results: list[dict], start_at: float, rate: float | None, delay: float) -> dict:
+    """How watchers who joined at the start were served: seconds from joining to
+    the first byte, and how far behind the uploads each timed byte came, less
+    the delay (negative: earlier than the delay allows). Uploads send byte
+    ``x`` at ``start_at + x / rate``, so that is when a byte was played."""
+    if not rate:
+        return {}
+    early = [w for r in results for w in r["watches"] if w["first_at"] and w["join_at"] - start_at < 5]
+    first = sorted(w["first_at"] - w["join_at"] for w in early)
+    late_by = sorted(
+        at - (start_at + mark / rate) - delay
+        for w in early
+        for mark, at in zip(w["marks"], w["marked_at"], strict=False)
+    )
+    if not first or not late_by:
+        return {}
+    return {
+        "watcher_first_byte_median_s": round(statistics.median(first), 3),
+        "watcher_first_byte_p99_s": round(percentile(first, 0.99), 3),
+        "watcher_behind_the_delay_median_s": round(statistics.median(late_by), 3),
+        "watcher_behind_the_delay_p99_s": round(percentile(late_by, 0.99), 3),
+        "watcher_behind_the_delay_min_s": round(late_by[0], 3),
+    }
+
+
 def row_latencies(results: list[dict], available_at: dict[int, float]) -> list[float]:
     """Per game: seconds from its last upload closing (the generators' clock) to
     its database row saying ``replay_available = 1`` (seen by polling, within
@@ -571,6 +623,16 @@ def start_server(args, games: list[dict]) -> tuple[Process, Rows | None]:
         from benchmarks.floor import FloorProcess  # noqa: PLC0415
 
         return FloorProcess(workdir, "tick" if args.kind == "floor" else "every-write"), None
+    if args.kind == "rust":
+        from benchmarks.rust_anchor import RustAnchor  # noqa: PLC0415
+
+        if not args.rust_anchor:
+            sys.exit("--server rust needs --rust-anchor (the binary, see benchmarks/rust_anchor.py)")
+        rows = Rows(games)
+        rust = RustAnchor(
+            workdir, args.rust_anchor, rows, delay=args.delay, grace=args.grace, zstd_level=args.zstd_level
+        )
+        return rust, rows
     if args.kind == "anchor":
         from benchmarks.anchor import Anchor  # noqa: PLC0415
 
@@ -678,6 +740,7 @@ def capacity(args) -> dict:
         "save_latency_p99_s": round(percentile(latencies, 0.99), 3) if latencies else None,
         "row_latency_median_s": round(statistics.median(row_latency), 3) if row_latency else None,
         "row_latency_p99_s": round(percentile(row_latency, 0.99), 3) if row_latency else None,
+        **watcher_timing(results, start_at, args.rate if args.acceleration is None else None, args.delay),
         "longest_reactor_stall_s": _rounded(stall, 4),
         "server_exit": exit_code,
     }
@@ -882,8 +945,13 @@ def main() -> None:
         "--server",
         dest="kind",
         default="faf-replay",
-        choices=["faf-replay", "floor", "floor-every-write", "anchor"],
-        help="the server to load: faf-replay, the floor (benchmarks/floor.py) or the asyncio anchor",
+        choices=["faf-replay", "floor", "floor-every-write", "rust", "anchor"],
+        help="the server to load: faf-replay, the floor (benchmarks/floor.py), the Rust server FAF runs "
+        "(--rust-anchor) or the asyncio anchor (--anchor-path)",
+    )
+    shared.add_argument(
+        "--rust-anchor",
+        help="the faf_rust_replayserver binary, built by hand from its README (benchmarks/rust_anchor.py)",
     )
     shared.add_argument(
         "--anchor-path",

@@ -11,7 +11,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from benchmarks.anchor import read_fafreplay
-from benchmarks.compare import comparison_table, ratios, variants
+from benchmarks.compare import against_rust, comparison_table, figures_table, ratios, variants
 from benchmarks.floor import GROUPS, Floor, Game, reader_for
 from benchmarks.load import Upload, _target, make_stream, split, stream_key, tick_times, verify_watchers
 from benchmarks.profile_areas import by_area, parse, report
@@ -107,6 +107,7 @@ class Ratios(SynchronousTestCase):
         "faf-replay zstd 19": {"streaming": 5.0, "saving": 10.0, "total": 15.0},
         "floor": {"streaming": 2.5, "saving": 0.1, "total": 2.6},
         "floor-every-write": {"streaming": 10.0, "saving": 0.1, "total": 10.1},
+        "rust": {"streaming": 4.0, "saving": 4.0, "total": 8.0},
         "anchor": {"streaming": 40.0, "saving": 20.0, "total": 60.0},
     }
 
@@ -115,7 +116,10 @@ class Ratios(SynchronousTestCase):
         ours = rows["faf-replay total / anchor total"]
         self.assertEqual((ours["value"], ours["target"], ours["met"]), (0.1, 0.125, True))
         floor = rows["faf-replay streaming / floor streaming"]
-        self.assertEqual((floor["value"], floor["target"], floor["met"]), (2.0, 2.5, True))
+        self.assertEqual((floor["value"], floor["target"], floor["met"]), (2.0, 2.0, True))
+        rust = rows["faf-replay total / rust total"]
+        self.assertEqual((rust["value"], rust["target"], rust["met"]), (0.75, 1.0, True))
+        self.assertEqual(rows["rust streaming / floor streaming"]["value"], 1.6)
         self.assertEqual(rows["faf-replay streaming / floor-every-write streaming"]["value"], 0.5)
         self.assertIsNone(rows["faf-replay streaming / floor-every-write streaming"]["met"])
         self.assertEqual(rows["faf-replay zstd 19 saving / anchor saving"]["value"], 0.5)
@@ -126,7 +130,21 @@ class Ratios(SynchronousTestCase):
         rows = {row["ratio"]: row for row in ratios(cpu)}
         self.assertEqual(rows["faf-replay total / anchor total"]["met"], False)
         self.assertEqual(rows["faf-replay streaming / floor streaming"]["value"], 3.0)
-        self.assertIn("target <= 2.5: MISSED", comparison_table(self._runs(cpu), ratios(cpu)))
+        self.assertEqual(rows["faf-replay total / rust total"]["met"], False)
+        self.assertIn("target <= 2.0: MISSED", comparison_table(self._runs(cpu), ratios(cpu)))
+
+    def test_figures_beside_the_rust_servers(self):
+        runs = {
+            "faf-replay": {"rss_peak_mib": 150.0, "row_latency_median_s": 2.5, "row_latency_p99_s": 3.2},
+            "rust": {"rss_peak_mib": 120.0, "row_latency_median_s": 2.6, "row_latency_p99_s": 3.1},
+        }
+        rows = {row["figure"]: row for row in against_rust(runs)}
+        met = {key: row["met"] for key, row in rows.items()}
+        expected = {"rss_peak_mib": False, "row_latency_median_s": True, "row_latency_p99_s": False}
+        self.assertEqual(met, expected)
+        self.assertIn("rss_peak_mib", figures_table(list(rows.values())))
+        self.assertIn("MISSED", figures_table(list(rows.values())))
+        self.assertEqual(against_rust({"faf-replay": runs["faf-replay"]}), [])
 
     def test_runs_that_did_not_take_place_or_cost_nothing_give_no_ratio(self):
         cpu = {name: self.CPU[name] for name in ("faf-replay", "floor")}
@@ -156,11 +174,19 @@ class Ratios(SynchronousTestCase):
         }
 
     def test_the_runs_of_a_comparison(self):
-        args = argparse.Namespace(zstd_level=10, anchor_path=["/a/aio", "/a/aio-py311"])
+        args = argparse.Namespace(zstd_level=10, anchor_path=["/a/aio", "/a/aio-py311"], rust_anchor="/a/rs")
         names = [name for name, _ in variants(args)]
         self.assertEqual(
             names,
-            ["faf-replay", "faf-replay zstd 19", "floor", "floor-every-write", "anchor", "anchor aio-py311"],
+            [
+                "faf-replay",
+                "faf-replay zstd 19",
+                "floor",
+                "floor-every-write",
+                "rust",
+                "anchor",
+                "anchor aio-py311",
+            ],
         )
         self.assertEqual(dict(variants(args))["anchor aio-py311"]["anchor_path"], ["/a/aio-py311"])
         at_19 = argparse.Namespace(zstd_level=19, anchor_path=None)
