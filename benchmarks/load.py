@@ -652,7 +652,8 @@ def start_server(args, games: list[dict]) -> tuple[Process, Rows | None]:
     if args.mariadb:
         rows = Rows(games)
         os.environ["FAF_REPLAY_DB_PASSWORD"] = rows.password
-        options.append(f"--db={rows.url}")
+        # FAF's production pool size (its config.yaml: pool_size 8), as the Rust server gets it.
+        options += [f"--db={rows.url}", "--db-pool-size=8"]
     return Server(workdir, options), rows
 
 

@@ -305,6 +305,11 @@ class Game:
 
     def tick(self, now: float) -> None:
         """Sample the uploads, merge what the delay allows, publish it."""
+        self.sample(now)
+        self.publish(now)
+
+    def sample(self, now: float) -> None:
+        """The first half of a tick: read the uploads, note how long the longest is."""
         if self.state is not State.ACCEPTING:
             return
         paused, self._paused = self._paused, []
@@ -316,6 +321,11 @@ class Game:
         if self._longest and self._first_body_at is None:
             self._first_body_at = now
         self._window.record(now, self._longest)
+
+    def publish(self, now: float) -> None:
+        """The second half: merge what the delay allows, show it, apply the waiting rules."""
+        if self.state is not State.ACCEPTING:
+            return
         limit = self._window.limit(now) if self._uploads else None
         self._advance(limit)
         if self._waiting.stalls(now, self._merge, self._streams):

@@ -217,6 +217,13 @@ class GameRegistry(Service):
     #: Games tick in this many groups spread over a sample interval (by game
     #: id), so that no tick holds the reactor for every game at once.
     tick_groups = 20
+    #: A group publishes (merges what the delay allows, tells watchers) this
+    #: many group periods after it sampled (read its uploads), a tenth of the
+    #: interval. The delay compares the time of a sample with ``now - delay`` at
+    #: a later publish: were both taken at the same point of their timer call,
+    #: the few milliseconds a timer runs late would decide, at random, whether
+    #: a sample is old enough now or only a whole interval later.
+    publish_after = 2
 
     def _tick_groups(self, count: int) -> None:
         """The timer fired ``count`` group periods after its last call."""
@@ -225,27 +232,36 @@ class GameRegistry(Service):
             self._group = (self._group + 1) % self.tick_groups
 
     def _tick_group(self, group: int) -> None:
+        self._each_game((group - self.publish_after) % self.tick_groups, "publish")
+        self._each_game(group, "sample")
+        self._after_group(group)
+
+    def _after_group(self, group: int) -> None:
+        if self._spool is not None:
+            self._spool.send()  # what the group's uploads brought, to the spool's writer
+        if group == 0:
+            horizon = self._clock.seconds() - self.remember_ended
+            for game_id, ended in list(self._ended.items()):
+                if ended < horizon:
+                    del self._ended[game_id]
+
+    def _each_game(self, group: int, step: str) -> None:
+        """``step`` (``sample``, ``publish`` or ``tick``) of every game of ``group``."""
         now = self._clock.seconds()
         for game in list(self._groups[group].values()):
             try:
-                game.tick(now)
+                getattr(game, step)(now)
             except Exception:
                 # One game's trouble (say a spool file that cannot be read back
                 # right now) must not stop the timer every game ticks on.
                 metrics.tick_errors.inc()
                 log.failure("game {game_id}: its tick failed", game_id=game.game_id)
-        if self._spool is not None:
-            self._spool.send()  # what the group's uploads brought, to the spool's writer
-        if group == 0:
-            horizon = now - self.remember_ended
-            for game_id, ended in list(self._ended.items()):
-                if ended < horizon:
-                    del self._ended[game_id]
 
     def tick(self) -> None:
-        """Tick every game now."""
+        """Tick every game now, both halves."""
         for group in range(self.tick_groups):
-            self._tick_group(group)
+            self._each_game(group, "tick")
+            self._after_group(group)
 
     # -- service --------------------------------------------------------------
 

@@ -1,3 +1,6 @@
+import random
+import statistics
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -507,6 +510,41 @@ class Registry(SynchronousTestCase):
         self.assertEqual([g.visible for g in games], [len(body)] * 3)
         self.assertEqual(len(self.clock.getDelayedCalls()), 1 + 3 * 2)  # ticker + grace and forced end each
 
+    def test_bytes_are_shown_as_soon_as_the_delay_allows_though_the_timer_runs_late(self):
+        """A timer that runs a few milliseconds late, by a different amount each
+        time, must not make a sample wait a whole interval more (it did, about
+        every other tick): each byte shows within an interval and a tenth after
+        the delay, and never before it."""
+        registry = GameRegistry(SETTINGS.replace(delay=5.0), self.clock, self.saves)
+        registry.startService()
+        self.addCleanup(registry.stopService)
+        late = random.Random(7)
+        header, body = split(recording("example"))
+        game = registry.game_for_upload(9)[0]
+        uploaders = [FakeUploader(game, name) for name in ("a", "b")]
+        for uploader in uploaders:
+            game.add_uploader(uploader)
+            uploader.send(header)
+        sent: list[tuple[int, float]] = []  # (body bytes sent, when), waiting to be shown
+        behind: list[float] = []  # per write: seconds from the write to its showing, less the delay
+        next_write = 0.0
+        while self.clock.seconds() < 60:
+            due = min(call.getTime() for call in self.clock.getDelayedCalls())
+            until = due + late.uniform(0.0, 0.008)
+            while next_write <= until:  # FA writes ten times a second
+                self.clock.advance(next_write - self.clock.seconds())
+                for uploader in uploaders:
+                    uploader.send(body[len(uploader.stream.body) : len(uploader.stream.body) + 40])
+                sent.append((len(uploaders[0].stream.body), next_write))
+                next_write += 0.1
+            self.clock.advance(until - self.clock.seconds())
+            while sent and sent[0][0] <= game.visible:
+                behind.append(self.clock.seconds() - sent.pop(0)[1] - 5.0)
+        self.assertGreater(len(behind), 500)
+        self.assertGreaterEqual(min(behind), 0.0)  # never early
+        self.assertLess(max(behind), SETTINGS.sample_interval * 1.1 + 0.05)
+        self.assertLess(statistics.median(behind), 0.8)
+
     def test_a_failing_game_does_not_stop_the_others(self):
         header, body = split(recording("example"))
         broken, healthy = (self.registry.game_for_upload(i)[0] for i in (1, 2))
@@ -519,7 +557,7 @@ class Registry(SynchronousTestCase):
         def unreadable(now):
             raise OSError(24, "Too many open files")
 
-        broken.tick = unreadable
+        broken.sample = unreadable
         logs = CapturedLogs(self)
         before = metric("replayserver_tick_errors_total")
         for _ in range(3):
