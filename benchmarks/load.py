@@ -148,7 +148,9 @@ class Watch:
     received: int = 0
     done: bool = False
     connected: bool = False
-    #: When the first byte came (the header, which is not delayed).
+    #: When its ``G/…\0`` went out, and when the first byte came back (the
+    #: replay header, which is not delayed).
+    asked_at: float | None = None
     first_at: float | None = None
     #: Byte offsets of the stream whose arrival is timed, and when each came.
     marks: tuple[int, ...] = ()
@@ -213,6 +215,7 @@ def generator(spec: dict) -> dict:
                 watch.sock.connect(address)
                 watch.sock.setblocking(False)
                 watch.sock.send(f"G/{watch.game}/bench\0".encode())
+                watch.asked_at = time.time()
                 watch.connected = True
                 selector.register(watch.sock, selectors.EVENT_READ, watch)
             except OSError:
@@ -268,6 +271,7 @@ def generator(spec: dict) -> dict:
                 "sha256": w.digest.hexdigest(),
                 "done": w.done,
                 "join_at": w.join_at,
+                "asked_at": w.asked_at,
                 "first_at": w.first_at,
                 "marks": list(w.marks),
                 "marked_at": w.marked_at,
@@ -475,14 +479,15 @@ def verify_watchers(games: list[dict], results: list[dict], expected: dict[tuple
 
 
 def watcher_timing(results: list[dict], start_at: float, rate: float | None, delay: float) -> dict:
-    """How watchers who joined at the start were served: seconds from joining to
-    the first byte, and how far behind the uploads each timed byte came, less
-    the delay (negative: earlier than the delay allows). Uploads send byte
-    ``x`` at ``start_at + x / rate``, so that is when a byte was played."""
+    """How watchers who joined at the start were served: seconds from sending
+    their ``G/…\0`` to the first byte, and how far behind the uploads each
+    timed byte came, less the delay (negative: earlier than the delay allows).
+    Uploads send byte ``x`` at ``start_at + x / rate``, so that is when a byte
+    was played."""
     if not rate:
         return {}
     early = [w for r in results for w in r["watches"] if w["first_at"] and w["join_at"] - start_at < 5]
-    first = sorted(w["first_at"] - w["join_at"] for w in early)
+    first = sorted(w["first_at"] - w["asked_at"] for w in early)
     late_by = sorted(
         at - (start_at + mark / rate) - delay
         for w in early

@@ -50,7 +50,7 @@ class DownloadProtocol(Protocol):
         self._closed = False
 
     def connectionMade(self) -> None:
-        metrics.active_connections.labels("reader").inc()
+        metrics.active["reader"].inc()
         self.transport.registerProducer(self, True)
         self.game_updated()
 
@@ -154,8 +154,8 @@ class DownloadProtocol(Protocol):
         self._paused = True
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        metrics.active_connections.labels("reader").dec()
-        metrics.served_connections.labels(metrics.SUCCESS).inc()
+        metrics.active["reader"].dec()
+        metrics.served[metrics.SUCCESS].inc()
         for call in (self._closing, self._stall_check):
             if call is not None and call.active():
                 call.cancel()

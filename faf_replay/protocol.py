@@ -62,7 +62,7 @@ class ReplayProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.peer = describe_peer(self.transport.getPeer())
-        metrics.active_connections.labels("initial").inc()
+        metrics.active["initial"].inc()
         self._initial = True
         self._timeout = self._clock.callLater(self._registry.settings.header_timeout, self._header_timed_out)
 
@@ -127,13 +127,6 @@ class ReplayProtocol(Protocol):
             download = DownloadProtocol(game, header.name, self.peer, self._clock, settings)
             game.add_watcher(download)
             sub = download
-        log.debug(
-            "game {game_id}: {kind} {name!r} from {peer} joined",
-            game_id=header.game_id,
-            kind="upload" if header.kind is Kind.UPLOAD else "watcher",
-            name=header.name,
-            peer=self.peer,
-        )
         self._sub = sub
         sub.makeConnection(self.transport)
         if rest:
@@ -150,13 +143,13 @@ class ReplayProtocol(Protocol):
         self._timeout = None
         if self._initial:
             self._initial = False
-            metrics.active_connections.labels("initial").dec()
+            metrics.active["initial"].dec()
 
     def _reject(self, reason: str, detail: str) -> None:
         self._leave_initial()
         self._rejected = True
         metrics.rejected_connections.labels(reason).inc()
-        metrics.served_connections.labels(metrics.BAD_DATA).inc()
+        metrics.served[metrics.BAD_DATA].inc()
         log.warn("connection from {peer} rejected: {detail}", peer=self.peer, detail=detail)
         self.transport.loseConnection()
 
@@ -164,7 +157,7 @@ class ReplayProtocol(Protocol):
         """A well-formed request we cannot serve: close without a byte sent."""
         self._rejected = True
         metrics.rejected_connections.labels(reason).inc()
-        metrics.served_connections.labels(metrics.NO_REPLAY).inc()
+        metrics.served[metrics.NO_REPLAY].inc()
         log.info("connection {name!r} from {peer}: {detail}", name=header.name, peer=self.peer, detail=detail)
         self.transport.loseConnection()
 
@@ -175,7 +168,7 @@ class ReplayProtocol(Protocol):
             return
         if self._admitting is not None:
             self._rejected = True  # _admitted will find it gone
-            metrics.served_connections.labels(metrics.EMPTY).inc()
+            metrics.served[metrics.EMPTY].inc()
             log.info("connection from {peer} closed while its game was being checked", peer=self.peer)
             return
         if self._rejected:
@@ -186,14 +179,14 @@ class ReplayProtocol(Protocol):
             metrics.lost_connections.labels("initial", known.verdict).inc()
         if self._parser.received < 2:
             # A player leaving the lobby: FA opened the socket and never used it.
-            metrics.served_connections.labels(metrics.EMPTY).inc()
+            metrics.served[metrics.EMPTY].inc()
             if known is not None:
                 log.info(
                     "connection from {peer} lost before its header: {why}", peer=self.peer, why=known.detail
                 )
             return
         metrics.rejected_connections.labels("incomplete header").inc()
-        metrics.served_connections.labels(metrics.BAD_DATA).inc()
+        metrics.served[metrics.BAD_DATA].inc()
         log.warn(
             "connection from {peer} closed after {received} bytes, before its header was complete",
             peer=self.peer,

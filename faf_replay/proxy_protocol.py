@@ -121,7 +121,7 @@ class ProxiedConnection(Protocol):
             wrapped.connectionLost(reason)
         elif self._parser is not None:
             # The proxy closed before its header: a health check, or its client left at once.
-            metrics.served_connections.labels(metrics.EMPTY).inc()
+            metrics.served[metrics.EMPTY].inc()
 
     def _timed_out(self) -> None:
         self._timeout = None
@@ -131,7 +131,7 @@ class ProxiedConnection(Protocol):
         self._parser = None
         self._cancel_timeout()
         metrics.rejected_connections.labels(reason).inc()
-        metrics.served_connections.labels(metrics.BAD_DATA).inc()
+        metrics.served[metrics.BAD_DATA].inc()
         log.warn(
             "connection from proxy {proxy} rejected: {detail}", proxy=describe_peer(self.proxy), detail=detail
         )

@@ -56,7 +56,7 @@ class UploadProtocol(Protocol):
         self.last_data_at = clock.seconds()
 
     def connectionMade(self) -> None:
-        metrics.active_connections.labels("writer").inc()
+        metrics.active["writer"].inc()
         self._tick_reads = readable_at_ticks(self.transport)
         self._header_call = self._clock.callLater(self._header_timeout, self._no_header)
 
@@ -142,12 +142,12 @@ class UploadProtocol(Protocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._lost = True
         self._cancel_header_timeout()
-        metrics.active_connections.labels("writer").dec()
+        metrics.active["writer"].dec()
         self.game.uploader_left(self)
         stream = self.stream
         if self._closed_because is not None:
             outcome = f"closed: {self._closed_because}"
-            metrics.served_connections.labels(metrics.BAD_DATA).inc()
+            metrics.served[metrics.BAD_DATA].inc()
         else:
             if stream.header is None:
                 outcome = "ended before its replay header was complete"
@@ -155,7 +155,7 @@ class UploadProtocol(Protocol):
                 outcome = "ended, diverged from the merged replay"
             else:
                 outcome = "ended"
-            metrics.served_connections.labels(metrics.SUCCESS).inc()
+            metrics.served[metrics.SUCCESS].inc()
         silent_for = self._clock.seconds() - self.last_data_at
         lost = loss_of(reason, silent_for, self._settings)
         if lost is not None:

@@ -166,7 +166,8 @@ class Uploads(ProtocolTestCase):
         self.advance(self.settings.grace + 1)
         [saved] = self.saves.replays
         self.assertEqual(saved.header + saved.body_bytes(), recording("example"))
-        self.assertEqual(len(self.logs.matching("upload 'p.SCFAreplay' from 192.0.2.7")), 2)
+        [line] = self.logs.matching("upload 'p.SCFAreplay' from 192.0.2.7")
+        self.assertIn("ended after 43544 bytes", line)
 
     def test_bad_replay_header_closes_only_that_upload(self):
         good, good_transport = self.upload(5, recording("example")[:2000])
