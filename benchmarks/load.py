@@ -479,29 +479,35 @@ def verify_watchers(games: list[dict], results: list[dict], expected: dict[tuple
 
 
 def watcher_timing(results: list[dict], start_at: float, rate: float | None, delay: float) -> dict:
-    """How watchers who joined at the start were served: seconds from sending
-    their ``G/…\0`` to the first byte, and how far behind the uploads each
-    timed byte came, less the delay (negative: earlier than the delay allows).
-    Uploads send byte ``x`` at ``start_at + x / rate``, so that is when a byte
-    was played."""
-    if not rate:
-        return {}
-    early = [w for r in results for w in r["watches"] if w["first_at"] and w["join_at"] - start_at < 5]
-    first = sorted(w["first_at"] - w["asked_at"] for w in early)
-    late_by = sorted(
-        at - (start_at + mark / rate) - delay
-        for w in early
-        for mark, at in zip(w["marks"], w["marked_at"], strict=False)
+    """How watchers were served. The first byte: seconds from a watcher's
+    ``G/…\0`` to the first byte back (the replay header, not delayed), for
+    those that join a running game (``--late-watchers-after``; at the start a
+    watcher may wait for the header itself). The delay's accuracy: for those
+    that joined at the start, how far behind the uploads each timed byte came,
+    less the delay (negative: earlier than the delay allows). Uploads send byte
+    ``x`` at ``start_at + x / rate``, so that is when a byte was played."""
+    watches = [w for r in results for w in r["watches"] if w["first_at"] and w["asked_at"]]
+    late = [w for w in watches if w["join_at"] - start_at >= 5]
+    early = [w for w in watches if w["join_at"] - start_at < 5]
+    figures = {}
+    first = sorted(w["first_at"] - w["asked_at"] for w in late)
+    if first:
+        figures["watcher_first_byte_median_s"] = round(statistics.median(first), 4)
+        figures["watcher_first_byte_p99_s"] = round(percentile(first, 0.99), 4)
+    late_by = (
+        sorted(
+            at - (start_at + mark / rate) - delay
+            for w in early
+            for mark, at in zip(w["marks"], w["marked_at"], strict=False)
+        )
+        if rate
+        else []
     )
-    if not first or not late_by:
-        return {}
-    return {
-        "watcher_first_byte_median_s": round(statistics.median(first), 3),
-        "watcher_first_byte_p99_s": round(percentile(first, 0.99), 3),
-        "watcher_behind_the_delay_median_s": round(statistics.median(late_by), 3),
-        "watcher_behind_the_delay_p99_s": round(percentile(late_by, 0.99), 3),
-        "watcher_behind_the_delay_min_s": round(late_by[0], 3),
-    }
+    if late_by:
+        figures["watcher_behind_the_delay_median_s"] = round(statistics.median(late_by), 3)
+        figures["watcher_behind_the_delay_p99_s"] = round(percentile(late_by, 0.99), 3)
+        figures["watcher_behind_the_delay_min_s"] = round(late_by[0], 3)
+    return figures
 
 
 def row_latencies(results: list[dict], available_at: dict[int, float]) -> list[float]:
