@@ -218,12 +218,12 @@ class GameRegistry(Service):
     #: id), so that no tick holds the reactor for every game at once.
     tick_groups = 20
     #: A group publishes (merges what the delay allows, tells watchers) this
-    #: many group periods after it sampled (read its uploads), a tenth of the
-    #: interval. The delay compares the time of a sample with ``now - delay`` at
-    #: a later publish: were both taken at the same point of their timer call,
-    #: the few milliseconds a timer runs late would decide, at random, whether
-    #: a sample is old enough now or only a whole interval later.
-    publish_after = 2
+    #: many group periods after it sampled (read its uploads), a twentieth of
+    #: the interval. The delay compares the time of a sample with
+    #: ``now - delay`` at a later publish: were both taken at the same point of
+    #: their timer call, the few milliseconds a timer runs late would decide, at
+    #: random, whether a sample is old enough now or only a whole interval later.
+    publish_after = 1
 
     def _tick_groups(self, count: int) -> None:
         """The timer fired ``count`` group periods after its last call."""

@@ -513,7 +513,7 @@ class Registry(SynchronousTestCase):
     def test_bytes_are_shown_as_soon_as_the_delay_allows_though_the_timer_runs_late(self):
         """A timer that runs a few milliseconds late, by a different amount each
         time, must not make a sample wait a whole interval more (it did, about
-        every other tick): each byte shows within an interval and a tenth after
+        every other tick): each byte shows within an interval and a twentieth after
         the delay, and never before it."""
         registry = GameRegistry(SETTINGS.replace(delay=5.0), self.clock, self.saves)
         registry.startService()
