@@ -47,7 +47,9 @@ def spooled(workdir: Path) -> int:
     total = 0
     for path in spool.rglob("*.upload"):
         with path.open("rb") as file:
-            total += path.stat().st_size - file.read(64).index(b"\0") - 1
+            name, nul, _ = file.read(64).partition(b"\0")
+        if nul:  # a file just created may not have its name yet
+            total += path.stat().st_size - len(name) - 1
     return total
 
 

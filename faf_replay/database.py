@@ -18,7 +18,7 @@ from typing import Any
 import MySQLdb
 from twisted.application.service import Service
 from twisted.enterprise import adbapi
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.interfaces import IReactorCore
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -158,6 +158,14 @@ class _Connection(adbapi.Connection):
     logs it once and retries.
     """
 
+    def __init__(self, pool: _Pool) -> None:
+        # Every interaction makes one of these in its pool thread before it
+        # connects: once the pool is closing, queued work stops here instead of
+        # waiting on a database that may not answer (5 s a try, then a retry).
+        if pool.closing:
+            raise DatabaseClosing("the server is stopping; left for the next start")
+        super().__init__(pool)
+
     def rollback(self) -> None:
         try:
             self._connection.rollback()
@@ -176,10 +184,20 @@ class DatabaseError(Exception):
     """A database operation failed (after its retry); ``str()`` says which and why."""
 
 
+class DatabaseClosing(DatabaseError):
+    """The server is stopping: database work still queued is dropped, not
+    started (what it was for waits in the outbox for the next start)."""
+
+
+class _Pool(adbapi.ConnectionPool):
+    #: Set as the pool closes; its connections read it (``_Connection``).
+    closing = False
+
+
 class Database:
     def __init__(self, config: DatabaseConfig, reactor: IReactorCore, pool_size: int = 3) -> None:
         self.config = config
-        self.pool = adbapi.ConnectionPool(
+        self.pool = _Pool(
             "MySQLdb",
             host=config.host,
             port=config.port,
@@ -204,19 +222,23 @@ class Database:
         dead connection; fails with :class:`DatabaseError`, logged and counted."""
 
         def retry_if_lost(failure: Failure) -> Any:
+            if _lost_connection(failure) and self.pool.closing:
+                return Failure(DatabaseClosing("the server is stopping; left for the next start"))
             if _lost_connection(failure):
                 log.info("database connection lost during {operation}; retrying once", operation=operation)
                 return self.pool.runInteraction(interaction, *args)
             return failure
 
         def failed(failure: Failure) -> Failure:
-            if failure.check(CancelledError):
-                return failure  # the caller stopped waiting (a timeout): not a database error
+            if failure.check(CancelledError, DatabaseClosing):
+                return failure  # the caller stopped waiting, or the server stops: not a database error
             metrics.database_errors.labels(operation).inc()
             reason = _describe(failure)
             log.error("database {operation} failed: {reason}", operation=operation, reason=reason)
             return Failure(DatabaseError(f"{operation}: {reason}"))
 
+        if self.pool.closing:  # a closed pool's threads are gone: nothing queued would run
+            return fail(DatabaseClosing("the server is stopping; left for the next start"))
         d = self.pool.runInteraction(interaction, *args)
         d.addErrback(retry_if_lost)
         d.addErrback(failed)
@@ -235,9 +257,14 @@ class Database:
         return self.run("check game", _game_status, game_id)
 
     def ping(self) -> Deferred:
+        if self.pool.closing:
+            return fail(DatabaseClosing("the server is stopping"))
         return self.pool.runInteraction(lambda cursor: cursor.execute("SELECT 1"))
 
     def close(self) -> None:
+        """Close the pool: work already running finishes (bounded by the
+        connection's timeouts), work still queued is dropped (``DatabaseClosing``)."""
+        self.pool.closing = True
         self.pool.close()
 
 

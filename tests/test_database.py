@@ -1,15 +1,18 @@
 """The database layer against a real MariaDB (tests/mariadb.py starts it)."""
 
 import json
+import socket
+import threading
 
 import fafreplay
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import TestCase
 
 from faf_replay.bookkeeping import Bookkeeper
-from faf_replay.database import Database, DatabaseError, GameRecord
+from faf_replay.database import Database, DatabaseClosing, DatabaseError, GameRecord
 from faf_replay.database_config import DatabaseConfig
 from faf_replay.finished import FinishedReplay, SaveOutcome
 from faf_replay.metadata import database_metadata
@@ -201,6 +204,39 @@ class Faults(DatabaseTestCase):
         self.assertIn("Can't connect", str(caught.exception))
         self.assertEqual(metric("replayserver_database_errors_total", operation="read game"), before + 1)
         self.assertEqual(len(self.logs.matching("database read game failed")), 1)
+
+    @inlineCallbacks
+    def test_closing_drops_queued_work_instead_of_waiting_on_a_hung_database(self):
+        """A database that takes connections and never answers (a hung MariaDB):
+        at shutdown, work still queued must not each try to connect (5 s a try,
+        then a retry); the one running finishes, the rest fail at once."""
+        silent = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(silent.close)
+        accepted: list[socket.socket] = []
+
+        def take() -> None:
+            while True:
+                try:
+                    accepted.append(silent.accept()[0])
+                except OSError:
+                    return
+
+        threading.Thread(target=take, daemon=True).start()
+        self.addCleanup(lambda: [connection.close() for connection in accepted])
+        hung = Database(DatabaseConfig("127.0.0.1", silent.getsockname()[1], "u", "p", "d"), reactor, 1)
+        results: list[object] = []
+        for game_id in range(10):
+            hung.read_game(game_id).addBoth(results.append)
+        yield until(lambda: len(accepted) == 1)  # the first read is connecting
+        hung.close()  # waits for the one running: its connection gives up after 5 s
+        yield until(lambda: len(results) == 10)
+        self.assertTrue(all(isinstance(result, Failure) for result in results))
+        self.assertTrue(all(result.check(DatabaseError) for result in results))
+        self.assertGreaterEqual(sum(1 for result in results if result.check(DatabaseClosing)), 9)
+        self.assertEqual(len(accepted), 1)  # nothing queued tried to connect
+        self.assertLessEqual(len(self.logs.matching("database read game failed")), 1)
+        with self.assertRaises(DatabaseClosing):
+            yield hung.read_game(11)  # and nothing is queued after the close
 
     @inlineCallbacks
     def test_wrong_password(self):
