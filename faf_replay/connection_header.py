@@ -1,4 +1,4 @@
-"""The connection header: the first bytes of every connection (SPEC §2).
+"""The connection header: the first bytes of every connection (docs/protocol.md, "Connection header").
 
 ``P/<game_id>/<name>\\0`` opens an upload, ``G/<game_id>/<name>\\0`` a download
 (a watcher). This module finds and checks the header incrementally, at any split

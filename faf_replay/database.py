@@ -1,6 +1,6 @@
 """FAF's database, through ``twisted.enterprise.adbapi`` and mysqlclient.
 
-What the server reads and writes (SPEC §8), as plain functions run in the
+What the server reads and writes (docs/protocol.md, "Saved file"), as plain functions run in the
 pool's threads (``_read_game``, ``_mark_saved``, ``_game_status``): they take
 and return plain values, never protocol or registry state. :class:`Database`
 runs them: one retry when a pooled connection turns out dead, and a log line

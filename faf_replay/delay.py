@@ -1,4 +1,5 @@
-"""How much of a game's body watchers may see: the per-game delay (SPEC §4-§5).
+"""How much of a game's body watchers may see: the per-game delay
+(docs/protocol.md, "Watching and the delay").
 
 Let L(t) be the most body bytes any uploader of the game had sent by time t.
 While any uploader is connected, watchers see at most L(now - delay) bytes. The

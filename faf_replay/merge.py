@@ -1,4 +1,4 @@
-"""The quorum merge: many uploads of one game become one replay (SPEC §4).
+"""The quorum merge: many uploads of one game become one replay (docs/protocol.md, "Merging the uploads").
 
 Every uploader sends its own copy of the game's body. The copies agree for most
 of their length, end at different points, and may diverge. :class:`QuorumMerge`
@@ -20,7 +20,7 @@ decision is taken with as much lookahead as the delay gives. Comparisons are
 cached per stream, so each byte is compared about once however often
 ``advance`` runs.
 
-:class:`StallRule` is our fix of the anchors' worst weakness: a connected
+:class:`StallRule` is our fix of the worst weakness of the servers before us: a connected
 uploader the merge waits for (silent, or sending too slowly to catch up) is
 waited for at most ``timeout`` seconds, then it stops voting until its data
 reaches the merge point again. Pure logic, no Twisted.

@@ -1,4 +1,4 @@
-"""The JSON line of a saved replay (SPEC §7).
+"""The JSON line of a saved replay (docs/protocol.md, "Saved file").
 
 From FAF's database when it knows the game (:func:`database_metadata`), else
 from the replay header (:func:`standalone_metadata`): the header names the
@@ -126,7 +126,8 @@ def standalone_metadata(
     game_end: float,
     problems: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Every key of SPEC §7, from the replay header and the server clock."""
+    """Every key of the JSON line (docs/protocol.md, "Saved file"), from the
+    replay header and the server clock."""
     facts = header_facts(header, problems)
     return {
         "uid": game_id,
@@ -156,7 +157,7 @@ def map_name(filename: str | None) -> str:
 
 
 def database_metadata(record: GameRecord, *, started_at: float, now: float) -> dict[str, Any]:
-    """Every key of SPEC §7 from the database's record of the game.
+    """Every key of the JSON line (docs/protocol.md, "Saved file") from the database's record of the game.
 
     ``started_at`` (the replay's start) stands in for a missing start time and
     ``now`` for a missing end time. AI players count in ``num_players`` but are

@@ -1,4 +1,4 @@
-"""Finding the end of the SCFA replay header in an upload stream (SPEC §3).
+"""Finding the end of the SCFA replay header in an upload stream (docs/protocol.md, "Replay stream").
 
 The header's length is stored nowhere: it is found by walking its fields. The
 walk is written as a generator that asks for "a NUL-terminated string" or
@@ -14,7 +14,7 @@ import struct
 from collections.abc import Generator
 from dataclasses import dataclass
 
-#: A header longer than this is bad input (SPEC §3).
+#: A header longer than this is bad input (docs/protocol.md, "Replay stream").
 MAX_HEADER_SIZE = 1024 * 1024
 
 

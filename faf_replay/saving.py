@@ -1,6 +1,6 @@
 """Saving a finished replay: its metadata, the vault file, the database's part.
 
-The :class:`Saver` turns a :class:`~faf_replay.game.FinishedReplay` into a
+The :class:`Saver` turns a :class:`~faf_replay.finished.FinishedReplay` into a
 ``.fafreplay`` file. With a database it first asks for the game's record
 (bounded by ``db_timeout``; the replay header's facts stand in when the game is
 unknown or the database is down or slow), then compresses and writes the file
@@ -8,7 +8,7 @@ in a worker thread (``vault.write_replay``) together with an outbox entry, then
 lets the :class:`~faf_replay.bookkeeping.Bookkeeper` complete the database's
 part, now or, if the database cannot answer, later.
 
-Its Deferred never fails: it fires with a :class:`~faf_replay.game.SaveOutcome`,
+Its Deferred never fails: it fires with a :class:`~faf_replay.finished.SaveOutcome`,
 and every outcome is logged once and counted. When the vault refuses
 (``FAILED``) the game keeps its spool and tries again later. An existing file
 is never replaced, and its row is then left alone.

@@ -1,6 +1,6 @@
 """Every setting of the server, its default and its check, in one place.
 
-The command line (``server_tap.Options``), the TOML file given with
+The command line (``options.Options``), the TOML file given with
 ``--config`` and the tests all build a :class:`Settings`; a bad value raises
 :class:`SettingsError` with a message fit for a usage error. No Twisted here.
 """

@@ -1,4 +1,4 @@
-"""The replay vault: where a saved replay goes and how it gets there (SPEC §7).
+"""The replay vault: where a saved replay goes and how it gets there (docs/protocol.md, "Saved file").
 
 ``vault_path`` is the layout FAF's API serves files from. ``write_replay`` is
 blocking file I/O meant for a worker thread: it compresses, writes a temporary

@@ -1,7 +1,7 @@
 """Whom a game waits for, decided at every tick.
 
-Two rules keep one upload from holding a whole game back (SPEC §4 and
-``docs/protocol.md``):
+Two rules keep one upload from holding a whole game back (``docs/protocol.md``: "Merging the
+uploads" and "When a game's write phase ends"):
 
 - the **stall rule** (``merge.StallRule``): the merge stops waiting for a voter
   that held it back for ``stall_timeout``, until its data catches up;

@@ -1,4 +1,4 @@
-"""Real TCP clients speaking SPEC §2, and a server started as twistd would."""
+"""Real TCP clients speaking the protocol (docs/protocol.md), and a server started as twistd would."""
 
 from __future__ import annotations
 

@@ -87,7 +87,7 @@ def code(value: Any) -> str:
 
 def parse_opening(data: bytes) -> tuple[str, int, bytes] | None:
     """``(kind, game id, what followed)`` when ``data`` opens with a valid
-    connection header (SPEC §2), else None."""
+    connection header (docs/protocol.md), else None."""
     parser = ConnectionHeaderParser()
     try:
         parsed = parser.feed(data)

@@ -8,7 +8,7 @@ Pure data, no Twisted (``tests/test_fuzz.py`` runs them against a real
   applied to a recording's bytes. Its ``repr`` is the Python that builds it, so
   a case found by fuzzing is pasted into a regression test as it is: a
   recording from tests/data plus the mutations, never a blob of unknown origin.
-* :func:`header_fields` walks the replay header field by field (SPEC §3): it is
+* :func:`header_fields` walks the replay header field by field (docs/protocol.md, "Replay stream"): it is
   what places a mutation in the header region, on a u32 size field, or inside a
   Lua table (the known poison: ``ff ff ff 7f`` in a Lua table still scans field
   by field, but ``fafreplay.Parser().parse_header()`` panics on some of them).
@@ -56,7 +56,7 @@ FUZZ_IDS = 20_000_000
 DIVERGING_GAME = "diverging_1"
 
 
-# -- the replay header, field by field (SPEC §3) -------------------------------------------
+# -- the replay header, field by field (docs/protocol.md, "Replay stream") --------------------------
 
 
 @dataclass(frozen=True)
@@ -373,7 +373,8 @@ class Honest:
 
     def accepts(self, saved: bytes) -> bool:
         """Whether ``saved`` is this game's replay, byte for byte: the recording,
-        or for diverging_1 one of its headers with upload 5's body (SPEC §4)."""
+        or for diverging_1 one of its headers with upload 5's body (docs/protocol.md,
+        "Merging the uploads")."""
         if self.recording == DIVERGING_GAME:
             headers = {recording(name)[: header_end(recording(name))] for name in DIVERGING}
             end = header_end(saved)
@@ -447,7 +448,8 @@ def mutated(draw: Any) -> tuple[str, tuple[Mutation, ...]]:
     return name, tuple(draw(st.lists(mutations_of(name), min_size=1, max_size=3)))
 
 
-#: Connection headers that are wrong in one way each (SPEC §2), ``{game}`` the case's id.
+#: Connection headers that are wrong in one way each (docs/protocol.md, "Connection
+#: header"), ``{game}`` the case's id.
 BAD_HEADERS = (
     b"Q/{game}/x\0",
     b"p/{game}/x\0",
@@ -594,7 +596,7 @@ def cases() -> st.SearchStrategy[Case]:
 def _honest_body(honest_stream: bytes, intruder: bytes) -> bool:
     """The intruder cannot win against the honest uploaders: its body is no
     longer copy of theirs (a longer stream alone supplies the end of a replay
-    once the others have ended, SPEC §4; that is by design, not a bug)."""
+    once the others have ended, docs/protocol.md; that is by design, not a bug)."""
     ours, theirs = body(honest_stream), body(intruder)
     return not (len(theirs) > len(ours) and theirs.startswith(ours))
 
