@@ -26,67 +26,14 @@ from faf_replay.client_address import (
     read_ranges,
 )
 from faf_replay.database_config import DatabaseConfig, DatabaseConfigError
-from faf_replay.settings import Settings, SettingsError, load_toml
+from faf_replay.settings import Settings, SettingsError, load_toml, shown_default
 
 ENVIRONMENT_PREFIX = "FAF_REPLAY_"
 _DEFAULTS = Settings()
 
-#: One line of help per setting; also the reference in docs/configuration.md.
-HELP = {
-    "port": "strports endpoint for game clients (off: none, when ws_port is set)",
-    "ws_port": "strports endpoint for game clients over WebSocket (off: none)",
-    "ws_handshake_timeout": "seconds a WebSocket client has for its opening handshake",
-    "ws_hmac_secret_file": "a file with the secret of signed WebSocket URLs (none: not checked)",
-    "ws_hmac_lifetime": "seconds a signed WebSocket URL stays valid",
-    "ws_ping_interval": "seconds a WebSocket may stay silent before it is pinged (0: no pings)",
-    "ws_ping_timeout": "seconds a pinged WebSocket has to answer before it is closed as vanished",
-    "http_port": "strports endpoint for /metrics, /health and the live-games API (off: none)",
-    "vault": "directory saved replays go to",
-    "delay": "seconds watchers stay behind the game",
-    "sample_interval": "seconds between samples of the streams",
-    "grace": "seconds without uploaders before a game's write phase ends",
-    "forced_end": "seconds after a replay's creation when it is ended",
-    "header_timeout": "seconds a connection has to send its P/ or G/ header",
-    "quorum": "uploaders that must agree before bytes are merged",
-    "zstd_level": "zstd level of saved replays (1-22)",
-    "stall_timeout": "seconds the merge waits for one uploader before it stops counting it as a voter",
-    "linger": "seconds a watcher's connection stays open after its last byte",
-    "keepalive_idle": "seconds of silence before TCP keepalive probes a connection (0: no keepalive)",
-    "keepalive_interval": "seconds between TCP keepalive probes",
-    "keepalive_count": "unanswered keepalive probes before the kernel closes a connection",
-    "silent_upload_timeout": "seconds the last upload of a game may stay silent after every other "
-    "left before the game ends without it (0: never)",
-    "watcher_stall_timeout": "seconds a watcher's socket may stay full without it acknowledging "
-    "a byte before it is closed (0: never)",
-    "drain_timeout": "seconds a saved game waits for slow watchers before closing them",
-    "replay_header_timeout": "seconds from P/…\\0 to a complete replay header",
-    "max_upload_bytes": "bytes one upload may send",
-    "max_uploads_per_game": "uploads one game accepts in its life",
-    "max_watchers_per_game": "watchers of one game at once",
-    "max_connections_per_address": "open connections from one address",
-    "max_connections": "open connections in all",
-    "trusted_proxies": "proxies whose PROXY header, X-Forwarded-For or CF-Connecting-IP names the "
-    "client (addresses, networks, private, cloudflare or none); their own addresses have no "
-    "per-address limit",
-    "cloudflare_ranges_file": "a file of Cloudflare's address ranges, one per line, instead of the "
-    "list shipped with the package",
-    "spool": "where uploads are kept until their replay is saved [default: .faf-replay-spool in the vault]",
-    "spool_sync": "seconds between writes and fsyncs of the spool",
-    "spool_open_files": "spooled uploads with an open file at once (0: a quarter of the open-file limit)",
-    "db": "FAF's database, mysql://USER@HOST:PORT/NAME (password from $FAF_REPLAY_DB_PASSWORD)",
-    "db_password_file": "a file holding the database password",
-    "db_pool_size": "connections to the database at most",
-    "db_timeout": "seconds a save waits for the database before saving with the replay's own facts",
-    "db_check_interval": "seconds between checks that the database is reachable",
-    "require_known_game": "refuse uploads for games the database does not know or that ended long ago",
-    "known_game_window": "with --require-known-game: seconds after a game's end when uploads are refused",
-    "sentry_dsn": "report unexpected errors to this Sentry DSN (needs the sentry-sdk package)",
-    "log_format": "text or json",
-    "log_level": "the least important lines logged: debug, info, warn, error or critical",
-}
-FLAGS = [name for name in Settings.names() if isinstance(getattr(_DEFAULTS, name), bool)]
+FLAGS = Settings.flags()
 #: Settings that name endpoints; each must parse as a strports description.
-ENDPOINTS = ("port", "ws_port", "http_port")
+ENDPOINTS = Settings.endpoints()
 
 
 def option_name(name: str) -> str:
@@ -98,10 +45,11 @@ def environment_name(name: str) -> str:
 
 
 def _help(name: str) -> str:
-    default = getattr(_DEFAULTS, name)
-    if default is None or "[default" in HELP[name]:
-        return HELP[name]
-    return f"{HELP[name]} [default: {default}]"
+    """The setting's help (``settings.py`` declares it once) for ``--help``."""
+    text = Settings.help(name).replace("`", "")
+    if getattr(_DEFAULTS, name) is None and not Settings.__dataclass_fields__[name].metadata.get("shown"):
+        return text
+    return f"{text} [default: {shown_default(name).replace('`', '')}]"
 
 
 def from_environment(environment: Mapping[str, str]) -> dict[str, Any]:
@@ -133,7 +81,7 @@ class Options(usage.Options):
     optParameters = [
         [option_name(name), None, None, _help(name)] for name in Settings.names() if name not in FLAGS
     ] + [["config", "c", None, "a TOML file with the same keys (the environment and command line win)"]]
-    optFlags = [[option_name(name), None, HELP[name]] for name in FLAGS]
+    optFlags = [[option_name(name), None, Settings.help(name).replace("`", "")] for name in FLAGS]
 
     database: DatabaseConfig | None = None
     hmac_secret: bytes | None = None

@@ -11,6 +11,7 @@ import dataclasses
 import math
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -29,180 +30,250 @@ DEFAULT_SPOOL_NAME = ".faf-replay-spool"
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 
 
+# -- checks: each takes the setting's name and value, returns the value to keep --------
+
+
+def _seconds(name: str, value: float) -> float:
+    return _duration(name, value, allow_zero=False)
+
+
+def _seconds_or_zero(name: str, value: float) -> float:
+    return _duration(name, value, allow_zero=True)
+
+
+def _duration(name: str, value: float, *, allow_zero: bool) -> float:
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "more than zero"
+        raise SettingsError(f"{name} must be a number of seconds, {bound}; got {value!r}")
+    return value
+
+
+def _at_least(low: int) -> Callable[[str, int], int]:
+    def check(name: str, value: int) -> int:
+        if value < low:
+            bound = "0 or more" if low == 0 else f"at least {low}"
+            raise SettingsError(f"{name} must be {bound}, not {value}")
+        return value
+
+    return check
+
+
+def _between(low: int, high: int) -> Callable[[str, int], int]:
+    def check(name: str, value: int) -> int:
+        if not low <= value <= high:
+            raise SettingsError(f"{name} must be between {low} and {high}, not {value}")
+        return value
+
+    return check
+
+
+def _one_of(*choices: str) -> Callable[[str, str], str]:
+    def check(name: str, value: str) -> str:
+        if value not in choices:
+            allowed = " or ".join(choices) if len(choices) == 2 else "one of " + ", ".join(choices)
+            raise SettingsError(f"{name} must be {allowed}, not {value!r}")
+        return value
+
+    return check
+
+
+def _endpoint(name: str, value: str | None) -> str | None:
+    """An optional endpoint: ``off`` (or empty, or ``none``) turns it off. Its
+    description is parsed where Twisted is at hand (``options.py``)."""
+    return None if value in ("", "off", "none") else value
+
+
+def _directory(name: str, value: str) -> str:
+    if not value:
+        raise SettingsError(f"{name} must be a directory")
+    return value
+
+
+def _proxies(name: str, value: str) -> str:
+    try:
+        TrustedProxies.parse(value)
+    except TrustedProxiesError as error:
+        raise SettingsError(str(error)) from None
+    return value
+
+
+def _setting(
+    default: Any,
+    help: str,
+    check: Callable[[str, Any], Any] | None = None,
+    *,
+    shown: str | None = None,
+    endpoint: bool = False,
+) -> Any:
+    """One setting: its default, one line of help (the command line's, the
+    README's and the example file's), the check of its value, how its default
+    is shown when not as itself, and whether it is a strports endpoint."""
+    return dataclasses.field(
+        default=default, metadata={"help": help, "check": check, "shown": shown, "endpoint": endpoint}
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
-    #: strports endpoint for game clients (TCP); ``off`` only beside a ``ws_port``.
-    port: str | None = "tcp:15000"
-    #: strports endpoint for game clients over WebSocket; ``off`` (or none) disables it.
-    ws_port: str | None = None
-    #: Seconds a WebSocket client has for its opening handshake.
-    ws_handshake_timeout: float = 10.0
-    #: A file with the secret of signed WebSocket URLs; none: URLs are not checked.
-    ws_hmac_secret_file: str | None = None
-    #: Seconds a signed WebSocket URL stays valid after its timestamp.
-    ws_hmac_lifetime: float = 3600.0
-    #: Seconds a WebSocket may stay silent before we ping it (0: no pings).
-    #: Well under Cloudflare's 100 s idle cut, which would otherwise close an
-    #: upload that waits in the lobby for its game to start.
-    ws_ping_interval: float = 30.0
-    #: Seconds a pinged WebSocket has to answer (a pong, or any byte) before it
-    #: is closed as vanished (longer while it still acknowledges what we send).
-    ws_ping_timeout: float = 30.0
-    #: strports endpoint for metrics, health and the live-games API; ``off`` disables it.
-    http_port: str | None = "tcp:8011"
-    #: Directory saved replays go to.
-    vault: str = "replays"
-    #: Seconds watchers stay behind the game.
-    delay: float = 300.0
-    #: Seconds between samples of the streams (merge, delay, stall accounting).
-    sample_interval: float = 1.0
-    #: Seconds without uploaders before a game's write phase ends.
-    grace: float = 30.0
-    #: Seconds after a game's creation when it is ended whatever happens.
-    forced_end: float = 18000.0
-    #: Seconds a connection has to send its ``P/…\0``/``G/…\0`` header.
-    header_timeout: float = 21600.0
-    #: Uploaders that must agree before bytes are merged.
-    quorum: int = 2
-    #: zstd compression level of saved replays.
-    zstd_level: int = 10
-    #: Seconds the merge waits for one uploader (silent, or too slow to catch
-    #: up) before it stops counting it as a voter.
-    stall_timeout: float = 60.0
-    #: Seconds a watcher's connection stays open after its last byte.
-    linger: float = 1.0
-    #: TCP keepalive on every accepted connection: seconds of silence before the
-    #: first probe (0: off), seconds between probes, unanswered probes before
-    #: the kernel closes the connection. A peer that vanished (power, Wi-Fi, a
-    #: NAT box that forgot it: no FIN, no RST) is found after idle +
-    #: interval x count seconds, also while we wait for it to acknowledge data.
-    keepalive_idle: float = 60.0
-    keepalive_interval: float = 10.0
-    keepalive_count: int = 6
-    #: Seconds the last connected upload of a game may stay silent, once every
-    #: other upload of the game has left, before it stops holding the game's
-    #: write phase open (0: never).
-    silent_upload_timeout: float = 300.0
-    #: Seconds a watcher's socket may stay full without the watcher
-    #: acknowledging a byte before it is closed (0: never).
-    watcher_stall_timeout: float = 120.0
-    #: Seconds a finished game waits for its slowest watchers before closing them.
-    drain_timeout: float = 3600.0
-    #: Seconds from ``P/…\0`` to a complete replay header.
-    replay_header_timeout: float = 300.0
-    #: Bytes one upload may send; a longer stream is cut there.
-    max_upload_bytes: int = 256 * 1024 * 1024
-    #: Uploads (connections) one game accepts in its life.
-    max_uploads_per_game: int = 64
-    #: Watchers of one game at once.
-    max_watchers_per_game: int = 1000
-    #: Open connections at once, from one address and in all.
-    max_connections_per_address: int = 256
-    max_connections: int = 30000
-    #: Proxies whose word on the client's address we take (a PROXY header,
-    #: X-Forwarded-For, Cloudflare's CF-Connecting-IP): addresses and networks,
-    #: ``private``, ``cloudflare`` or ``none``. Their own addresses have no
-    #: per-address limit: they speak for many clients. The default fits FAF's
-    #: path: Cloudflare, then Traefik in the cluster, then us.
-    trusted_proxies: str = "private,cloudflare"
-    #: A file of Cloudflare's address ranges, one per line, to use for
-    #: ``cloudflare`` instead of the list shipped with the package.
-    cloudflare_ranges_file: str | None = None
-    #: Where uploads are kept until their replay is saved; default:
-    #: ``.faf-replay-spool`` inside the vault, so that where only the vault is a
-    #: volume (FAF's containers) a restart finds the running games again.
-    spool: str | None = None
-    #: Seconds between writes and fsyncs of the spool (what a crash can take).
-    spool_sync: float = 5.0
-    #: Spooled uploads holding an open file at once (the least recently used
-    #: give theirs up); 0: a quarter of the open-file limit.
-    spool_open_files: int = 0
-    #: FAF's database as ``mysql://USER@HOST:PORT/NAME``; none: run standalone.
-    db: str | None = None
-    #: A file holding the database password (else ``FAF_REPLAY_DB_PASSWORD``).
-    db_password_file: str | None = None
-    #: Connections to the database at most.
-    db_pool_size: int = 3
-    #: Seconds a save waits for the database's record of the game before it
-    #: saves with the replay's own facts (and completes them later).
-    db_timeout: float = 10.0
-    #: Seconds between checks that the database is reachable.
-    db_check_interval: float = 30.0
-    #: Refuse uploads for games the database does not know, or that ended
-    #: more than ``known_game_window`` seconds ago.
-    require_known_game: bool = False
-    known_game_window: float = 3600.0
-    #: Report unexpected errors to Sentry (needs the ``sentry-sdk`` package).
-    sentry_dsn: str | None = None
-    #: ``text`` or ``json`` (one JSON object per line).
-    log_format: str = "text"
-    #: The least important lines logged: ``debug``, ``info``, ``warn``, ``error``, ``critical``.
-    log_level: str = "info"
+    """Every setting, declared once: name, type, default, help and check.
+
+    The command line, the environment, the TOML file and the Rust server's
+    YAML (``options.py``, ``rust_config.py``) all build one of these; the
+    README's table of options is checked against :func:`markdown_table`.
+    """
+
+    port: str | None = _setting(
+        "tcp:15000",
+        "strports endpoint for game clients (off: none, when `--ws-port` is set)",
+        _endpoint,
+        endpoint=True,
+    )
+    ws_port: str | None = _setting(
+        None, "strports endpoint for game clients over WebSocket (off: none)", _endpoint, endpoint=True
+    )
+    ws_handshake_timeout: float = _setting(
+        10.0, "seconds a WebSocket client has for its opening handshake", _seconds
+    )
+    ws_hmac_secret_file: str | None = _setting(
+        None, "a file with the secret of signed WebSocket URLs (none: not checked)"
+    )
+    ws_hmac_lifetime: float = _setting(3600.0, "seconds a signed WebSocket URL stays valid", _seconds)
+    ws_ping_interval: float = _setting(
+        30.0, "seconds a WebSocket may stay silent before it is pinged (0: no pings)", _seconds_or_zero
+    )
+    ws_ping_timeout: float = _setting(
+        30.0, "seconds a pinged WebSocket has to answer before it is closed as vanished", _seconds
+    )
+    http_port: str | None = _setting(
+        "tcp:8011",
+        "strports endpoint for /metrics, /health and the live-games API (off: none)",
+        _endpoint,
+        endpoint=True,
+    )
+    vault: str = _setting("replays", "directory saved replays go to", _directory)
+    delay: float = _setting(300.0, "seconds watchers stay behind the game", _seconds_or_zero)
+    sample_interval: float = _setting(1.0, "seconds between samples of the streams", _seconds)
+    grace: float = _setting(
+        30.0, "seconds without uploaders before a game's write phase ends", _seconds_or_zero
+    )
+    forced_end: float = _setting(18000.0, "seconds after a replay's creation when it is ended", _seconds)
+    header_timeout: float = _setting(
+        21600.0, "seconds a connection has to send its `P/` or `G/` header", _seconds
+    )
+    quorum: int = _setting(2, "uploaders that must agree before bytes are merged", _at_least(1))
+    zstd_level: int = _setting(10, "zstd level of saved replays (1-22)", _between(1, 22))
+    stall_timeout: float = _setting(
+        60.0, "seconds the merge waits for one uploader before it stops counting it as a voter", _seconds
+    )
+    linger: float = _setting(
+        1.0, "seconds a watcher's connection stays open after its last byte", _seconds_or_zero
+    )
+    keepalive_idle: float = _setting(
+        60.0,
+        "seconds of silence before TCP keepalive probes a connection (0: no keepalive)",
+        _seconds_or_zero,
+    )
+    keepalive_interval: float = _setting(10.0, "seconds between TCP keepalive probes", _seconds)
+    keepalive_count: int = _setting(
+        6, "unanswered keepalive probes before the kernel closes a connection", _at_least(1)
+    )
+    silent_upload_timeout: float = _setting(
+        300.0,
+        "seconds the last upload of a game may stay silent after every other left before the game "
+        "ends without it (0: never)",
+        _seconds_or_zero,
+    )
+    watcher_stall_timeout: float = _setting(
+        120.0,
+        "seconds a watcher's socket may stay full without it acknowledging a byte before it is "
+        "closed (0: never)",
+        _seconds_or_zero,
+    )
+    drain_timeout: float = _setting(
+        3600.0, "seconds a saved game waits for slow watchers before closing them", _seconds
+    )
+    replay_header_timeout: float = _setting(
+        300.0, "seconds from `P/…\\0` to a complete replay header", _seconds
+    )
+    max_upload_bytes: int = _setting(256 * 1024 * 1024, "bytes one upload may send", _at_least(1))
+    max_uploads_per_game: int = _setting(64, "uploads one game accepts in its life", _at_least(1))
+    max_watchers_per_game: int = _setting(1000, "watchers of one game at once", _at_least(1))
+    max_connections_per_address: int = _setting(256, "open connections from one address", _at_least(1))
+    max_connections: int = _setting(30000, "open connections in all", _at_least(1))
+    trusted_proxies: str = _setting(
+        "private,cloudflare",
+        "proxies whose PROXY header, `X-Forwarded-For` or `CF-Connecting-IP` names the client "
+        "(addresses, networks, `private`, `cloudflare`, `none`); their own addresses have no "
+        "per-address limit",
+        _proxies,
+    )
+    cloudflare_ranges_file: str | None = _setting(
+        None,
+        "a file of Cloudflare's address ranges, one per line, instead of the list shipped with the package",
+    )
+    spool: str | None = _setting(
+        None,
+        "where uploads are kept until their replay is saved",
+        shown="`.faf-replay-spool` in the vault",
+    )
+    spool_sync: float = _setting(5.0, "seconds between writes and fsyncs of the spool", _seconds)
+    spool_open_files: int = _setting(
+        0,
+        "spooled uploads with an open file at once; 0: a quarter of the open-file limit",
+        _at_least(0),
+    )
+    db: str | None = _setting(
+        None, "FAF's database, mysql://USER@HOST:PORT/NAME (password from $FAF_REPLAY_DB_PASSWORD)"
+    )
+    db_password_file: str | None = _setting(None, "a file holding the database password")
+    db_pool_size: int = _setting(3, "connections to the database at most", _at_least(1))
+    db_timeout: float = _setting(
+        10.0, "seconds a save waits for the database before saving with the replay's own facts", _seconds
+    )
+    db_check_interval: float = _setting(
+        30.0, "seconds between checks that the database is reachable", _seconds
+    )
+    require_known_game: bool = _setting(
+        False, "refuse uploads for games the database does not know or that ended long ago"
+    )
+    known_game_window: float = _setting(
+        3600.0, "with --require-known-game: seconds after a game's end when uploads are refused", _seconds
+    )
+    sentry_dsn: str | None = _setting(
+        None, "report unexpected errors to this Sentry DSN (needs the sentry-sdk package)"
+    )
+    log_format: str = _setting("text", "text or json", _one_of("text", "json"))
+    log_level: str = _setting(
+        "info", "the least important lines logged: debug, info, warn, error or critical", _one_of(*LOG_LEVELS)
+    )
 
     def __post_init__(self) -> None:
-        for name in ("port", "ws_port", "http_port"):
-            if getattr(self, name) in ("", "off", "none"):
-                object.__setattr__(self, name, None)
-        for name in (
-            "delay",
-            "grace",
-            "linger",
-            "keepalive_idle",
-            "ws_ping_interval",
-            "silent_upload_timeout",
-            "watcher_stall_timeout",
-        ):
-            _check_duration(name, getattr(self, name), allow_zero=True)
-        for name in (
-            "sample_interval",
-            "forced_end",
-            "header_timeout",
-            "stall_timeout",
-            "drain_timeout",
-            "known_game_window",
-            "spool_sync",
-            "db_timeout",
-            "db_check_interval",
-            "replay_header_timeout",
-            "ws_handshake_timeout",
-            "ws_hmac_lifetime",
-            "ws_ping_timeout",
-            "keepalive_interval",
-        ):
-            _check_duration(name, getattr(self, name), allow_zero=False)
-        if self.quorum < 1:
-            raise SettingsError(f"quorum must be at least 1, not {self.quorum}")
-        for name in (
-            "max_upload_bytes",
-            "max_uploads_per_game",
-            "max_watchers_per_game",
-            "max_connections_per_address",
-            "max_connections",
-            "db_pool_size",
-            "keepalive_count",
-        ):
-            if getattr(self, name) < 1:
-                raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if self.spool_open_files < 0:
-            raise SettingsError(f"spool_open_files must be 0 or more, not {self.spool_open_files}")
-        if not 1 <= self.zstd_level <= 22:
-            raise SettingsError(f"zstd_level must be between 1 and 22, not {self.zstd_level}")
+        for field in fields(self):
+            check = field.metadata.get("check")
+            if check is not None:
+                object.__setattr__(self, field.name, check(field.name, getattr(self, field.name)))
+        # What no one setting can say alone.
         if self.port is None and self.ws_port is None:
             raise SettingsError(
                 "port must be a strports endpoint such as tcp:15000 (off only beside ws_port)"
             )
-        if not self.vault:
-            raise SettingsError("vault must be a directory")
-        if self.log_format not in ("text", "json"):
-            raise SettingsError(f"log_format must be text or json, not {self.log_format!r}")
-        if self.log_level not in LOG_LEVELS:
-            raise SettingsError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
-        try:
-            TrustedProxies.parse(self.trusted_proxies)
-        except TrustedProxiesError as error:
-            raise SettingsError(str(error)) from None
         if self.require_known_game and not self.db:
             raise SettingsError("require_known_game needs a database (db)")
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        """The setting's line of help, as the README writes it."""
+        return str(cls.__dataclass_fields__[name].metadata["help"])
+
+    @classmethod
+    def endpoints(cls) -> list[str]:
+        """The settings that are strports endpoints."""
+        return [f.name for f in fields(cls) if f.metadata.get("endpoint")]
+
+    @classmethod
+    def flags(cls) -> list[str]:
+        """The settings that are on or off."""
+        return [f.name for f in fields(cls) if f.type == "bool"]
 
     @property
     def spool_directory(self) -> str:
@@ -226,12 +297,6 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
-
-
-def _check_duration(name: str, value: float, *, allow_zero: bool) -> None:
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = "zero or more" if allow_zero else "more than zero"
-        raise SettingsError(f"{name} must be a number of seconds, {bound}; got {value!r}")
 
 
 def _convert(name: str, kind: Any, value: Any) -> Any:
@@ -266,3 +331,28 @@ def load_toml(path: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as error:
         raise SettingsError(f"config file {path} is not valid TOML: {error}") from None
     return {key.replace("-", "_"): value for key, value in raw.items()}
+
+
+def shown_default(name: str) -> str:
+    """The default as the README's table shows it."""
+    field = Settings.__dataclass_fields__[name]
+    if field.metadata.get("shown"):
+        return str(field.metadata["shown"])
+    default = field.default
+    if default is None:
+        return "none"
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if isinstance(default, float) and default.is_integer():
+        default = int(default)
+    return f"`{default}`"
+
+
+def markdown_table() -> str:
+    """The README's table of options, from the declarations."""
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    for field in fields(Settings):
+        option = "--" + field.name.replace("_", "-")
+        rows.append(f"| `{option}` | {shown_default(field.name)} | {Settings.help(field.name)} |")
+    rows.append("| `--config` | none | a TOML file with any of the keys above |")
+    return "\n".join(rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from pathlib import Path
@@ -10,7 +11,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from faf_replay.options import FLAGS, Options, environment_name, option_name
-from faf_replay.settings import Settings
+from faf_replay.settings import Settings, SettingsError, markdown_table, shown_default
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,9 +24,11 @@ def parse(*argv: str) -> Settings:
 
 class Documented(SynchronousTestCase):
     def test_readme_lists_every_option(self):
+        """The README's table is the declarations' (settings.markdown_table), word for word."""
         readme = (ROOT / "README.md").read_text()
         missing = [name for name in Settings.names() if f"`--{option_name(name)}`" not in readme]
         self.assertEqual(missing, [])
+        self.assertIn(markdown_table(), readme)
 
     def test_example_file_has_every_key_and_parses(self):
         path = ROOT / "faf-replay.example.toml"
@@ -81,3 +84,33 @@ class Environment(SynchronousTestCase):
 
     def test_flags_from_the_environment_are_only_flags(self):
         self.assertEqual(sorted(FLAGS), ["require_known_game"])
+
+
+class DeclaredOnce(SynchronousTestCase):
+    """Each setting is one declaration (settings.py): its check goes with it."""
+
+    def test_every_number_has_its_check(self):
+        unchecked = [
+            field.name
+            for field in dataclasses.fields(Settings)
+            if field.type in ("float", "int") and field.metadata.get("check") is None
+        ]
+        self.assertEqual(unchecked, [])
+
+    def test_every_number_refuses_what_no_setting_takes(self):
+        for field in dataclasses.fields(Settings):
+            if field.type not in ("float", "int"):
+                continue
+            bad = float("nan") if field.type == "float" else -1
+            with self.assertRaises(SettingsError, msg=field.name) as caught:
+                Settings(**{field.name: bad})
+            self.assertIn(field.name, str(caught.exception))
+
+    def test_help_defaults_and_kinds_come_from_the_declarations(self):
+        self.assertEqual(Settings.endpoints(), ["port", "ws_port", "http_port"])
+        self.assertEqual(Settings.flags(), ["require_known_game"])
+        self.assertEqual(shown_default("spool"), "`.faf-replay-spool` in the vault")
+        self.assertEqual(shown_default("delay"), "`300`")
+        self.assertEqual(shown_default("require_known_game"), "off")
+        usage_text = " ".join(str(Options()).split())
+        self.assertIn("seconds watchers stay behind the game [default: 300]", usage_text)
