@@ -15,12 +15,13 @@ however slowly, is not.
 from __future__ import annotations
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from faf_replay import metrics
+from faf_replay.connection import ConnectionProtocol
 from faf_replay.game import Game
 from faf_replay.keepalive import acknowledged, loss_of
 from faf_replay.settings import Settings
@@ -29,7 +30,7 @@ log = Logger()
 
 
 @implementer(IPushProducer)
-class DownloadProtocol(Protocol):
+class DownloadProtocol(ConnectionProtocol):
     def __init__(self, game: Game, name: str, peer: str, clock: IReactorTime, settings: Settings) -> None:
         self.game = game
         self.name = name
@@ -51,7 +52,7 @@ class DownloadProtocol(Protocol):
 
     def connectionMade(self) -> None:
         metrics.active["reader"].inc()
-        self.transport.registerProducer(self, True)
+        self.connection.registerProducer(self, True)
         self.game_updated()
 
     def dataReceived(self, data: bytes) -> None:
@@ -92,7 +93,7 @@ class DownloadProtocol(Protocol):
     def _write(self, data: bytes) -> None:
         self.sent += len(data)
         metrics.sent_bytes.inc(len(data))
-        self.transport.write(data)
+        self.connection.write(data)
 
     def _all_sent(self) -> None:
         if self._closing is None and not self._closed:
@@ -102,8 +103,8 @@ class DownloadProtocol(Protocol):
         if self._closed:
             return
         self._closed = True
-        self.transport.unregisterProducer()
-        self.transport.loseConnection()
+        self.connection.unregisterProducer()
+        self.connection.loseConnection()
 
     # -- a watcher that stopped reading ----------------------------------------
 
@@ -135,8 +136,8 @@ class DownloadProtocol(Protocol):
             timeout=self._settings.watcher_stall_timeout,
         )
         self._closed = True
-        self.transport.unregisterProducer()
-        self.transport.abortConnection()  # it reads nothing: a close would wait for it forever
+        self.connection.unregisterProducer()
+        self.connection.abortConnection()  # it reads nothing: a close would wait for it forever
 
     # -- IPushProducer --------------------------------------------------------
 
@@ -153,7 +154,7 @@ class DownloadProtocol(Protocol):
     def stopProducing(self) -> None:
         self._paused = True
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         metrics.active["reader"].dec()
         metrics.served[metrics.SUCCESS].inc()
         for call in (self._closing, self._stall_check):

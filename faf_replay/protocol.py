@@ -14,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from faf_replay import metrics
 from faf_replay.client_address import TrustedProxies
+from faf_replay.connection import ConnectionProtocol
 from faf_replay.connection_header import (
     ConnectionHeader,
     ConnectionHeaderError,
@@ -35,7 +36,7 @@ from faf_replay.upload import UploadProtocol
 log = Logger()
 
 
-def describe_peer(address: IAddress) -> str:
+def describe_peer(address: IAddress | None) -> str:
     """``host:port``; just the host when the port is unknown (0: a client named
     by a proxy's ``X-Forwarded-For``)."""
     host, port = getattr(address, "host", None), getattr(address, "port", None)
@@ -46,7 +47,7 @@ def describe_peer(address: IAddress) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class ReplayProtocol(Protocol):
+class ReplayProtocol(ConnectionProtocol):
     def __init__(self, registry: GameRegistry, clock: IReactorTime, release: Callable[[], None]) -> None:
         self._registry = registry
         self._clock = clock
@@ -61,7 +62,7 @@ class ReplayProtocol(Protocol):
         self.peer = "?"
 
     def connectionMade(self) -> None:
-        self.peer = describe_peer(self.transport.getPeer())
+        self.peer = describe_peer(self.connection.getPeer())
         metrics.active["initial"].inc()
         self._initial = True
         self._timeout = self._clock.callLater(self._registry.settings.header_timeout, self._header_timed_out)
@@ -89,7 +90,7 @@ class ReplayProtocol(Protocol):
         if header.kind is Kind.UPLOAD and self._registry.needs_admission(header.game_id):
             # Stop reading until the database says whether this game may start.
             self._admitting = bytearray(rest)
-            self.transport.pauseProducing()
+            self.connection.pauseProducing()
             self._registry.admit_upload(header.game_id).addCallback(self._admitted, header)
             return
         self._start(header, rest)
@@ -98,7 +99,7 @@ class ReplayProtocol(Protocol):
         buffered, self._admitting = bytes(self._admitting or b""), None
         if self._rejected:
             return  # the connection went away while we asked
-        self.transport.resumeProducing()
+        self.connection.resumeProducing()
         if refusal is not None:
             self._refuse(header, "not admitted", f"upload for game {header.game_id} refused: {refusal}")
             return
@@ -128,6 +129,7 @@ class ReplayProtocol(Protocol):
             game.add_watcher(download)
             sub = download
         self._sub = sub
+        assert self.transport is not None  # connected: its bytes brought us here
         sub.makeConnection(self.transport)
         if rest:
             sub.dataReceived(rest)
@@ -151,7 +153,7 @@ class ReplayProtocol(Protocol):
         metrics.rejected_connections.labels(reason).inc()
         metrics.served[metrics.BAD_DATA].inc()
         log.warn("connection from {peer} rejected: {detail}", peer=self.peer, detail=detail)
-        self.transport.loseConnection()
+        self.connection.loseConnection()
 
     def _refuse(self, header: ConnectionHeader, reason: str, detail: str) -> None:
         """A well-formed request we cannot serve: close without a byte sent."""
@@ -159,9 +161,9 @@ class ReplayProtocol(Protocol):
         metrics.rejected_connections.labels(reason).inc()
         metrics.served[metrics.NO_REPLAY].inc()
         log.info("connection {name!r} from {peer}: {detail}", name=header.name, peer=self.peer, detail=detail)
-        self.transport.loseConnection()
+        self.connection.loseConnection()
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._release()
         if self._sub is not None:
             self._sub.connectionLost(reason)
@@ -204,7 +206,7 @@ class Refusals:
         self.interval = interval
         self._refused: dict[str, tuple[float, int]] = {}  # reason -> (last log, refused since)
 
-    def refuse(self, reason: str, addr: IAddress) -> None:
+    def refuse(self, reason: str, addr: IAddress | None) -> None:
         metrics.rejected_connections.labels(reason).inc()
         now = self.clock.seconds()
         last, count = self._refused.get(reason, (float("-inf"), 0))
@@ -240,7 +242,7 @@ class ReplayFactory(Factory):
         )
         self.refusals = Refusals(clock)
 
-    def buildProtocol(self, addr: IAddress) -> ReplayProtocol | None:
+    def buildProtocol(self, addr: IAddress | None) -> ReplayProtocol | None:
         host = str(getattr(addr, "host", addr))
         reason = self.limits.admit(host)
         if reason is not None:

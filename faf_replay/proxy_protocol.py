@@ -15,19 +15,22 @@ its peer, and passes everything else through.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocol, IReactorTime
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, providedBy
 
 from faf_replay import metrics
 from faf_replay.client_address import TrustedProxies
+from faf_replay.connection import ConnectionProtocol
 from faf_replay.protocol import Refusals, describe_peer
 from faf_replay.proxy_header import ProxyHeaderError, ProxyHeaderParser
+from faf_replay.tick_reads import TickReads, reads_for
 
 log = Logger()
 
@@ -59,14 +62,14 @@ class ProxyProtocolFactory(Factory):
     def doStop(self) -> None:
         self.wrapped.doStop()
 
-    def buildProtocol(self, addr: IAddress) -> ProxiedConnection | None:
-        if not self.trusted.trusts(str(getattr(addr, "host", ""))):
+    def buildProtocol(self, addr: IAddress | None) -> ProxiedConnection | None:
+        if addr is None or not self.trusted.trusts(str(getattr(addr, "host", ""))):
             self.refusals.refuse("untrusted proxy", addr)
             return None  # only a proxy of ours may say who the client is
         return ProxiedConnection(self, addr)
 
 
-class ProxiedConnection(Protocol):
+class ProxiedConnection(ConnectionProtocol):
     """One connection from a proxy: its PROXY header, then the client's protocol."""
 
     def __init__(self, factory: ProxyProtocolFactory, proxy: IAddress) -> None:
@@ -107,14 +110,14 @@ class ProxiedConnection(Protocol):
             self.client = (IPv6Address if ":" in host else IPv4Address)("TCP", host, port)
         wrapped = self.factory.wrapped.buildProtocol(self.client)
         if wrapped is None:
-            self.transport.loseConnection()  # refused by the limits (counted and logged there)
+            self.connection.loseConnection()  # refused by the limits (counted and logged there)
             return
         self.wrapped = wrapped
         wrapped.makeConnection(self)
         if rest:
             wrapped.dataReceived(rest)
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_timeout()
         wrapped, self.wrapped = self.wrapped, None
         if wrapped is not None:
@@ -135,7 +138,7 @@ class ProxiedConnection(Protocol):
         log.warn(
             "connection from proxy {proxy} rejected: {detail}", proxy=describe_peer(self.proxy), detail=detail
         )
-        self.transport.loseConnection()
+        self.connection.loseConnection()
 
     def _cancel_timeout(self) -> None:
         if self._timeout is not None and self._timeout.active():
@@ -148,25 +151,43 @@ class ProxiedConnection(Protocol):
         return self.client
 
     def write(self, data: bytes) -> None:
-        self.transport.write(data)
+        self.connection.write(data)
 
     def writeSequence(self, data: list[bytes]) -> None:
-        self.transport.writeSequence(data)
+        self.connection.writeSequence(data)
 
     def loseConnection(self) -> None:
-        self.transport.loseConnection()
+        self.connection.loseConnection()
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
-        self.transport.registerProducer(producer, streaming)
+        self.connection.registerProducer(producer, streaming)
 
     def unregisterProducer(self) -> None:
-        self.transport.unregisterProducer()
+        self.connection.unregisterProducer()
 
     @property
     def disconnecting(self) -> bool:
-        return bool(self.transport.disconnecting)
+        return self.connection.disconnecting
 
-    def __getattr__(self, name: str) -> Any:
-        # Everything else of the socket (getHost, pauseProducing, doRead,
-        # getHandle, abortConnection...) is the socket's own.
-        return getattr(self.transport, name)
+    def abortConnection(self) -> None:
+        self.connection.abortConnection()
+
+    def getHost(self) -> IAddress:
+        return self.connection.getHost()
+
+    def getHandle(self) -> Any:
+        return self.connection.getHandle()
+
+    def pauseProducing(self) -> None:
+        self.connection.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.connection.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.connection.stopProducing()
+
+    def tick_reads(self, received: Callable[[], int]) -> TickReads:
+        """The client's upload is read as the socket under the PROXY header:
+        what the socket reads comes through :meth:`dataReceived` all the same."""
+        return reads_for(self.connection, received)

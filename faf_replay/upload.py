@@ -6,9 +6,8 @@ spool); the game reads the stream at its next tick. Once the replay header is
 in, body bytes need not be read the moment they arrive: the upload is read at
 the game's ticks, so the kernel gathers the ten writes a second FA makes into
 one read (the header phase stays immediate, and so does a big burst: a read
-that filled the buffer means more is waiting). A plain socket is read by the
-tick itself, out of the reactor's reading set (``tick_reads``); other
-transports pause after a read and resume at the tick. An upload is closed when
+that filled the buffer means more is waiting); how, ``tick_reads`` chooses
+once per connection. An upload is closed when
 its replay header is invalid, when it does not complete one within
 ``replay_header_timeout``, or when it sends more than ``max_upload_bytes``
 (what came before stays in the replay). One the merge dropped keeps its
@@ -18,24 +17,22 @@ connection (the player's game does not care) but its bytes are discarded.
 from __future__ import annotations
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from faf_replay import metrics
+from faf_replay.connection import ConnectionProtocol
 from faf_replay.game import Game
 from faf_replay.keepalive import loss_of
 from faf_replay.settings import Settings
 from faf_replay.stream import ReplayHeaderError, UploadStream
-from faf_replay.tick_reads import read_now, readable_at_ticks
+from faf_replay.tick_reads import TickReads, reads_for
 
 log = Logger()
 
-#: A read at least this big is a burst, not FA's trickle: keep reading at once.
-BURST = 16 * 1024
 
-
-class UploadProtocol(Protocol):
+class UploadProtocol(ConnectionProtocol):
     def __init__(
         self, game: Game, stream: UploadStream, peer: str, clock: IReactorTime, settings: Settings
     ) -> None:
@@ -48,16 +45,15 @@ class UploadProtocol(Protocol):
         self._settings = settings
         self._header_call: IDelayedCall | None = None
         self._closed_because: str | None = None
-        self._paused = False
-        #: A plain socket the tick reads itself (``tick_reads``); decided at connectionMade.
-        self._tick_reads = False
+        #: How the upload is read once it trickles; chosen at connectionMade.
+        self._reads: TickReads | None = None
         self._lost = False
         #: When the player's game last sent something (a silent one may have vanished).
         self.last_data_at = clock.seconds()
 
     def connectionMade(self) -> None:
         metrics.active["writer"].inc()
-        self._tick_reads = readable_at_ticks(self.transport)
+        self._reads = reads_for(self.connection, self._received)
         self._header_call = self._clock.callLater(self._header_timeout, self._no_header)
 
     def dataReceived(self, data: bytes) -> None:
@@ -79,44 +75,22 @@ class UploadProtocol(Protocol):
         if completed:
             self._cancel_header_timeout()
             self.game.header_complete(stream)
-        # The socket read that brought these bytes (a WebSocket splits one into frames).
-        read_size = getattr(self.transport, "last_read_size", len(data))
-        if stream.header is not None and read_size < BURST and not self._paused:
-            self._paused = True
-            if self._tick_reads:
-                self.transport.stopReading()  # nothing to do if the tick read this
-            else:
-                self.transport.pauseProducing()
+        reads = self._reads
+        if stream.header is not None and reads is not None and reads.trickled(data):
             self.game.resume_at_tick(self)
+
+    def _received(self) -> int:
+        return self.stream.received
 
     def resume(self) -> None:
         """The game's tick: read what gathered since the last one."""
-        if not self._paused:
-            return
-        self._paused = False
-        if self._lost or self.transport.disconnecting:
-            return
-        if not self._tick_reads:
-            self.transport.resumeProducing()
-            return
-        before = self.stream.received
-        if not read_now(self.transport) or self._paused or self.transport.disconnecting:
-            return  # it ended, or it brought a trickle and waits for the next tick again
-        if self.stream.received == before:
-            self._paused = True  # nothing came: look again at the next tick
+        if not self._lost and self._reads is not None and self._reads.at_tick():
             self.game.resume_at_tick(self)
-        else:
-            self.transport.startReading()  # a burst: read it as it comes until it slows down
 
     def drain(self) -> None:
         """Read now whatever waits in the socket (the write phase is ending)."""
-        read = getattr(self.transport, "doRead", None)
-        for _ in range(64):  # what one tick can gather, and then some
-            if self._lost or self.transport.disconnecting or read is None:
-                return
-            before = self.stream.received
-            if read() is not None or self.stream.received == before:
-                return  # the end of the connection, or nothing more for now
+        if not self._lost and self._reads is not None:
+            self._reads.drain()
 
     def _no_header(self) -> None:
         self._header_call = None
@@ -134,12 +108,12 @@ class UploadProtocol(Protocol):
         self._closed_because = detail
         self.stream.ended = True
         metrics.rejected_connections.labels(reason).inc()
-        self.transport.loseConnection()
+        self.connection.loseConnection()
 
     def close(self) -> None:
-        self.transport.loseConnection()
+        self.connection.loseConnection()
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost = True
         self._cancel_header_timeout()
         metrics.active["writer"].dec()

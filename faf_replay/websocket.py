@@ -26,6 +26,7 @@ see the player, not the proxy.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -33,15 +34,26 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IConsumer,
+    IDelayedCall,
+    IPushProducer,
+    IReactorTime,
+    ITransport,
+)
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from faf_replay import metrics
 from faf_replay.client_address import forwarded_client
+from faf_replay.connection import connection_of
 from faf_replay.keepalive import KnownLoss, acknowledged, unacknowledged
 from faf_replay.protocol import ReplayFactory, ReplayProtocol, describe_peer
 from faf_replay.signed_url import SignedUrlError, check_signed_url
+from faf_replay.tick_reads import PausingReads, ReadableSocket, TickReads
 from faf_replay.websocket_pings import Pings
 
 log = Logger()
@@ -62,11 +74,15 @@ CLEAN_CLOSES = frozenset({1000, 1001, None})
 PROTOCOL_ERRORS = frozenset({1002, 1003, 1007, 1009, 1010})
 
 
+@implementer(ITransport, IConsumer, IPushProducer)
 class MessageTransport:
-    """What a :class:`ReplayProtocol` needs of a transport, over a WebSocket."""
+    """What a :class:`ReplayProtocol` needs of a transport, over a WebSocket
+    (a :class:`~faf_replay.connection.Connection`). Flow control and the
+    addresses are the TCP socket's underneath."""
 
     def __init__(self, websocket: WebSocketReplayProtocol) -> None:
         self._websocket = websocket
+        self._socket = connection_of(websocket.transport)
         self.disconnecting = False
 
     def write(self, data: bytes) -> None:
@@ -80,7 +96,7 @@ class MessageTransport:
         for start in range(0, len(data), MAX_MESSAGE):
             send(data[start : start + MAX_MESSAGE], isBinary=True)
 
-    def writeSequence(self, data: list[bytes]) -> None:
+    def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))
 
     def loseConnection(self) -> None:
@@ -96,35 +112,38 @@ class MessageTransport:
         return self._websocket.client
 
     def getHost(self) -> IAddress:
-        return self._websocket.transport.getHost()
+        return self._socket.getHost()
 
     def getHandle(self) -> Any:
         """The socket underneath (for what the kernel knows of the connection)."""
-        return self._websocket.transport.getHandle()
+        return self._socket.getHandle()
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
-        self._websocket.transport.registerProducer(producer, streaming)
+        self._socket.registerProducer(producer, streaming)
 
     def unregisterProducer(self) -> None:
-        self._websocket.transport.unregisterProducer()
+        self._socket.unregisterProducer()
 
     def pauseProducing(self) -> None:
-        self._websocket.transport.pauseProducing()
+        self._socket.pauseProducing()
 
     def resumeProducing(self) -> None:
-        self._websocket.transport.resumeProducing()
+        self._socket.resumeProducing()
 
     def stopProducing(self) -> None:
-        self._websocket.transport.stopProducing()
+        self._socket.stopProducing()
 
-    @property
-    def last_read_size(self) -> int:
-        """Bytes the last socket read brought, whatever frames they held."""
-        return self._websocket.last_read_size
-
-    def doRead(self) -> object:
-        """Read from the socket now (frames go on as usual); see UploadProtocol.drain."""
-        return self._websocket.transport.doRead()
+    def tick_reads(self, received: Callable[[], int]) -> TickReads:
+        """An upload pauses and resumes; its reads are measured in socket bytes,
+        whatever frames they held, and a drain reads the socket itself."""
+        websocket = self._websocket
+        socket = websocket.transport
+        return PausingReads(
+            self,
+            size=lambda _data: websocket.last_read_size,
+            socket=socket if isinstance(socket, ReadableSocket) else None,
+            received=received,
+        )
 
 
 class WebSocketReplayProtocol(WebSocketServerProtocol):
@@ -148,7 +167,7 @@ class WebSocketReplayProtocol(WebSocketServerProtocol):
     _dropped_because: KnownLoss | None = None
 
     def connectionMade(self) -> None:
-        self.client = self.transport.getPeer()
+        self.client = connection_of(self.transport).getPeer()
         super().connectionMade()
         clock, timeout = self.factory.clock, self.factory.handshake_timeout
         self._deadline = clock.callLater(timeout, self._no_handshake, timeout)
@@ -182,7 +201,7 @@ class WebSocketReplayProtocol(WebSocketServerProtocol):
             return
         self.dropConnection(abort=True)
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
@@ -268,7 +287,7 @@ class WebSocketReplayProtocol(WebSocketServerProtocol):
             return
         self.replay = replay
         self._start_pings()
-        replay.makeConnection(MessageTransport(self))  # type: ignore[arg-type]
+        replay.makeConnection(MessageTransport(self))
 
     # Frames go on as they arrive: nothing is held until a message is whole.
     def onMessageFrameData(self, payload: bytes) -> None:

@@ -10,6 +10,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
 from faf_replay.signed_url import sign
@@ -216,6 +217,7 @@ class ClosingWebSocket(TestCase):
             def __init__(self, state):
                 self.state = state
                 self.sent = []
+                self.transport = StringTransport()
 
             def sendMessage(self, data, isBinary):
                 self.sent.append((data, isBinary))
