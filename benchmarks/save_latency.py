@@ -18,7 +18,6 @@ import time
 
 from twisted.internet import defer, reactor
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
 from faf_replay.bookkeeping import Bookkeeper
 from faf_replay.database import Database
@@ -26,6 +25,7 @@ from faf_replay.finished import FinishedReplay
 from faf_replay.outbox import Outbox
 from faf_replay.saving import Saver
 from faf_replay.settings import Settings
+from faf_replay.workers import WorkerPool
 from tests.recordings import recording, split
 
 
@@ -48,11 +48,11 @@ def measure(runs: int, name: str, level: int):
     cleanups = _Cleanups()
     db = FafDatabase(cleanups)  # type: ignore[arg-type]
     database = Database(db.config(), reactor)
-    pool = ThreadPool(0, 4, name="bench")
-    pool.start()
+    workers = WorkerPool(reactor, maximum=4)
+    workers.startService()
     vault = tempfile.mkdtemp(prefix="faf-replay-bench-")
-    bookkeeper = Bookkeeper(Outbox(os.path.join(vault, "outbox")), database, reactor, pool)
-    saver = Saver(Settings(vault=vault, zstd_level=level), reactor, pool, database, bookkeeper)
+    bookkeeper = Bookkeeper(Outbox(os.path.join(vault, "outbox")), database, reactor, workers)
+    saver = Saver(Settings(vault=vault, zstd_level=level), reactor, workers, database, bookkeeper)
     header, body = split(recording(name))
     timings = []
     try:
@@ -65,7 +65,7 @@ def measure(runs: int, name: str, level: int):
             assert not len(bookkeeper.outbox), "the row was not marked in time"
     finally:
         database.close()
-        pool.stop()
+        workers.stopService()
         cleanups.run()
     return timings
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 
 from faf_replay import metrics
 from faf_replay.database import Database, DatabaseError, GameRecord
 from faf_replay.metadata import database_metadata
 from faf_replay.outbox import Entry, FileChanged, Outbox, complete_metadata
+from faf_replay.workers import WorkerPool
 
 log = Logger()
 
@@ -29,11 +28,13 @@ RETRY_MAX = 300.0
 
 
 class Bookkeeper(Service):
-    def __init__(self, outbox: Outbox, database: Database, reactor: IReactorTime, pool: ThreadPool) -> None:
+    def __init__(
+        self, outbox: Outbox, database: Database, reactor: IReactorTime, workers: WorkerPool
+    ) -> None:
         self.outbox = outbox
         self._database = database
         self._reactor = reactor
-        self._pool = pool
+        self._workers = workers
         self._busy: set[int] = set()
         self._retry: IDelayedCall | None = None
         self._delay = RETRY_FIRST
@@ -93,7 +94,7 @@ class Bookkeeper(Service):
                 record = yield self._database.read_game(entry.game_id)
                 completed = yield self._complete_file(entry, record)
             rows = yield self._database.mark_saved(entry.game_id, entry.ticks)
-            yield deferToThreadPool(self._reactor, self._pool, self.outbox.remove, entry.game_id)  # type: ignore[arg-type]
+            yield self._workers.run(self.outbox.remove, entry.game_id)
             metrics.outbox_entries.set(len(self.outbox))
             if entry.needs_metadata or rows == 0:
                 log.info(
@@ -116,7 +117,7 @@ class Bookkeeper(Service):
             return False
         metadata = database_metadata(record, started_at=entry.started_at, now=entry.ended_at)
         try:
-            yield deferToThreadPool(self._reactor, self._pool, complete_metadata, entry, metadata)  # type: ignore[arg-type]
+            yield self._workers.run(complete_metadata, entry, metadata)
         except FileChanged as why:
             log.warn("game {game_id}: JSON line not completed: {why}", game_id=entry.game_id, why=str(why))
             return False
@@ -130,6 +131,6 @@ class Bookkeeper(Service):
                 count=len(self.outbox),
                 delay=self._delay,
             )
-            self._retry = self._reactor.callLater(self._delay, self.drain)  # type: ignore[attr-defined]
+            self._retry = self._reactor.callLater(self._delay, self.drain)
             self._delay = min(self._delay * 2, RETRY_MAX)
         return False

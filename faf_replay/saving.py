@@ -24,10 +24,8 @@ import fafreplay
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
 from faf_replay import metrics
 from faf_replay.best_effort import guarded
@@ -38,6 +36,7 @@ from faf_replay.metadata import database_metadata, replay_ticks, standalone_meta
 from faf_replay.outbox import Entry
 from faf_replay.settings import Settings
 from faf_replay.vault import ReplayExistsError, SavedReplay, vault_path, write_replay
+from faf_replay.workers import WorkerPool
 
 log = Logger()
 
@@ -62,7 +61,7 @@ class Saver:
         self,
         settings: Settings,
         reactor: IReactorTime,
-        pool: ThreadPool,
+        workers: WorkerPool,
         database: Database | None = None,
         bookkeeper: Bookkeeper | None = None,
     ) -> None:
@@ -70,7 +69,7 @@ class Saver:
             raise ValueError("a database goes with a bookkeeper")
         self._settings = settings
         self._reactor = reactor
-        self._pool = pool
+        self._workers = workers
         self._database = database
         self._bookkeeper = bookkeeper
         #: The vault's refusal of hard links was logged (once a process).
@@ -93,7 +92,7 @@ class Saver:
         return d
 
     def _in_thread(self, function: Any, *args: Any) -> Deferred:
-        return deferToThreadPool(self._reactor, self._pool, function, *args)  # type: ignore[arg-type]
+        return self._workers.run(function, *args)
 
     # -- metadata -------------------------------------------------------------
 
@@ -101,7 +100,7 @@ class Saver:
         if self._database is None:
             return succeed(_Metadata(None))
         d = self._database.read_game(replay.game_id)
-        d.addTimeout(self._settings.db_timeout, self._reactor)  # type: ignore[arg-type]
+        d.addTimeout(self._settings.db_timeout, self._reactor)
         d.addCallbacks(self._from_record, self._database_down, callbackArgs=(replay,), errbackArgs=(replay,))
         return d
 

@@ -56,7 +56,6 @@ from faf_replay.services import (
     ReactorLagProbe,
     SpoolSync,
     SpoolWriter,
-    WorkerPool,
     freeze_startup_objects,
     raise_open_file_limit,
 )
@@ -66,6 +65,7 @@ from faf_replay.spool_files import default_open_files
 from faf_replay.vault import vault_refusal
 from faf_replay.web import web_site
 from faf_replay.websocket import WebSocketReplayFactory
+from faf_replay.workers import WorkerPool
 
 __all__ = ["Options", "makeService"]
 
@@ -100,20 +100,20 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
             f"{error.strerror}"
         ) from None
     spool.on_error = _spool_error
-    workers = WorkerPool()
+    workers = WorkerPool(reactor)
     database = None
     if options.database is not None:
         database = Database(options.database, reactor, settings.db_pool_size)
     bookkeeper = monitor = None
     if database is not None:
-        bookkeeper = Bookkeeper(Outbox(spool.directory / "outbox"), database, reactor, workers.pool)
+        bookkeeper = Bookkeeper(Outbox(spool.directory / "outbox"), database, reactor, workers)
         monitor = DatabaseMonitor(database, reactor, settings.db_check_interval, on_back=bookkeeper.drain)
-    saver = Saver(settings, reactor, workers.pool, database, bookkeeper)
+    saver = Saver(settings, reactor, workers, database, bookkeeper)
     registry = GameRegistry(settings, reactor, saver.save, database, spool)
     trusted = options.trusted
     factory = ReplayFactory(registry, reactor, trusted)
 
-    def listener(description: str, serving: Factory) -> IService:
+    def listener(description: str, serving: Factory[Any]) -> IService:
         endpoint, proxied = listening_description(description)
         if proxied:
             serving = ProxyProtocolFactory(serving, trusted, reactor)

@@ -24,25 +24,12 @@ from faf_replay import metrics
 from faf_replay.bookkeeping import Bookkeeper
 from faf_replay.database import DatabaseMonitor
 from faf_replay.keepalive import Keepalive
+from faf_replay.listening import listening
 from faf_replay.registry import GameRegistry
 from faf_replay.spool import Spool
+from faf_replay.workers import WorkerPool
 
 log = Logger()
-
-
-class WorkerPool(Service):
-    """A thread pool started and stopped with the service tree."""
-
-    def __init__(self, maximum: int = 4) -> None:
-        self.pool = ThreadPool(minthreads=0, maxthreads=maximum, name="faf-replay-worker")
-
-    def startService(self) -> None:
-        super().startService()
-        self.pool.start()
-
-    def stopService(self) -> None:
-        super().stopService()
-        self.pool.stop()
 
 
 class SpoolWriter(Service):
@@ -193,22 +180,6 @@ def raise_open_file_limit() -> int:
     return hard
 
 
-def listening(listener: IService) -> Deferred:
-    """Fires with a strports service's ``IListeningPort`` once it is open.
-
-    A branch of the endpoint service's own Deferred, which must keep its
-    result: ``stopService`` needs the port to stop listening.
-    """
-    branch: Deferred = Deferred()
-
-    def passthrough(result: Any) -> Any:
-        branch.callback(result)
-        return result
-
-    listener._waitingForPort.addCallback(passthrough)  # type: ignore[attr-defined]
-    return branch
-
-
 class FafReplayService(MultiService):
     def __init__(
         self,
@@ -260,7 +231,7 @@ class FafReplayService(MultiService):
         d.addBoth(lambda _: self.registry.stopService())
         for service in (self.spool_sync, self.bookkeeper, self.database, self.workers, self.spool_writer):
             if service is not None:
-                d.addBoth(lambda _, service=service: service.stopService())
+                d.addBoth(_stop, service)
         d.addBoth(lambda _: self._stop_the_rest())
         return d
 
@@ -296,3 +267,8 @@ class KeepaliveOnListeners(Service):
             idle=self._keepalive.idle,
             after=self._keepalive.detection,
         )
+
+
+def _stop(_result: object, service: IService) -> object:
+    """The next step of a shutdown, whatever the one before came to."""
+    return service.stopService()

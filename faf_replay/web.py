@@ -15,11 +15,11 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.twisted import MetricsResource
-from twisted.internet.threads import deferToThreadPool
-from twisted.web.resource import NoResource, Resource
+from twisted.web.resource import IResource, NoResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from faf_replay import metrics
+from faf_replay.listening import is_listening
 from faf_replay.vault import vault_refusal
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class Health(Resource):
 
     def render_GET(self, request: Request) -> Any:
         service = self._service
-        listening = {name: _is_listening(listener) for name, listener in service.listeners.items()}
+        listening = {name: is_listening(listener) for name, listener in service.listeners.items()}
         monitor = service.database
         database = (
             "off" if monitor is None else {True: "up", False: "down", None: "unknown"}[monitor.reachable]
@@ -110,14 +110,9 @@ class Health(Resource):
             request.write(_json(request, body, 200 if healthy else 503))
             request.finish()
 
-        d = deferToThreadPool(self._clock, service.workers.pool, _vault_writable, vault)
+        d = service.workers.run(_vault_writable, vault)
         d.addCallback(answer)
         return NOT_DONE_YET
-
-
-def _is_listening(listener: Any) -> bool:
-    waiting = getattr(listener, "_waitingForPort", None)
-    return bool(listener.running and waiting is not None and waiting.called and waiting.result is not None)
 
 
 def _vault_writable(vault: str) -> bool:
@@ -145,7 +140,7 @@ class GamesPage(Resource):
     """``GET /``: the live games as an HTML table, refreshed every few seconds;
     the metrics when a scraper asks."""
 
-    def __init__(self, service: FafReplayService, clock: Any, metrics: Resource) -> None:
+    def __init__(self, service: FafReplayService, clock: Any, metrics: IResource) -> None:
         super().__init__()
         self._service = service
         self._clock = clock

@@ -8,7 +8,6 @@ import fafreplay
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import TestCase
 
 from faf_replay.bookkeeping import Bookkeeper
@@ -20,6 +19,7 @@ from faf_replay.outbox import Outbox
 from faf_replay.saving import Saver
 from faf_replay.settings import Settings
 from faf_replay.vault import vault_path
+from faf_replay.workers import WorkerPool
 from tests.clients import until
 from tests.faf_database import ENDED, STARTED, FafDatabase
 from tests.logs import CapturedLogs
@@ -251,17 +251,17 @@ class SavingWithTheDatabase(DatabaseTestCase):
         super().setUp()
         self.vault = self.mktemp()
         self.outbox = Outbox(self.mktemp())
-        self.pool = ThreadPool(0, 2, name="test-saver")
-        self.pool.start()
-        self.addCleanup(self.pool.stop)
+        self.workers = WorkerPool(reactor, maximum=2)
+        self.workers.startService()
+        self.addCleanup(self.workers.stopService)
 
     def saver(self, database: Database | None = None, **settings) -> Saver:
         database = database or self.database
-        bookkeeper = Bookkeeper(self.outbox, database, reactor, self.pool)
+        bookkeeper = Bookkeeper(self.outbox, database, reactor, self.workers)
         bookkeeper.startService()
         self.addCleanup(bookkeeper.stopService)
         return Saver(
-            Settings(vault=self.vault, zstd_level=3, **settings), reactor, self.pool, database, bookkeeper
+            Settings(vault=self.vault, zstd_level=3, **settings), reactor, self.workers, database, bookkeeper
         )
 
     def replay(self, game_id: int, name: str = "example") -> FinishedReplay:
@@ -346,7 +346,7 @@ class Outage(SavingWithTheDatabase):
         self.assertEqual((meta["title"], scfa), ("", recording("example")))  # the replay's own facts
         self.assertEqual(self.db.replay_row(140), (None, 0))
         # A restart later, with the database back: a new bookkeeper finds the entry.
-        bookkeeper = Bookkeeper(Outbox(self.outbox.directory), self.database, reactor, self.pool)
+        bookkeeper = Bookkeeper(Outbox(self.outbox.directory), self.database, reactor, self.workers)
         self.assertEqual(len(bookkeeper.outbox), 1)
         yield bookkeeper.drain()
         meta, scfa = self.saved(140)
@@ -401,7 +401,7 @@ class Outage(SavingWithTheDatabase):
         path = vault_path(self.vault, 143)
         path.write_bytes(path.read_bytes() + b"x")  # somebody else's file now
         before = path.read_bytes()
-        bookkeeper = Bookkeeper(self.outbox, self.database, reactor, self.pool)
+        bookkeeper = Bookkeeper(self.outbox, self.database, reactor, self.workers)
         yield bookkeeper.drain()
         self.assertEqual(path.read_bytes(), before)
         self.assertEqual(len(self.logs.matching("JSON line not completed")), 1)

@@ -5,7 +5,6 @@ import fafreplay
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import LogLevel
-from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from faf_replay import saving
@@ -15,6 +14,7 @@ from faf_replay.outbox import Entry, Outbox
 from faf_replay.saving import Saver
 from faf_replay.settings import Settings
 from faf_replay.vault import vault_path
+from faf_replay.workers import WorkerPool
 from tests.filesystems import linkless_directory
 from tests.logs import CapturedLogs
 from tests.metrics import metric
@@ -24,10 +24,10 @@ from tests.recordings import poisoned, recording, split
 class SaverTests(TestCase):
     def setUp(self):
         self.vault = self.mktemp()
-        self.pool = ThreadPool(0, 2, name="test-saver")
-        self.pool.start()
-        self.addCleanup(self.pool.stop)
-        self.saver = Saver(Settings(vault=self.vault, zstd_level=3), reactor, self.pool)
+        self.workers = WorkerPool(reactor, maximum=2)
+        self.workers.startService()
+        self.addCleanup(self.workers.stopService)
+        self.saver = Saver(Settings(vault=self.vault, zstd_level=3), reactor, self.workers)
         self.logs = CapturedLogs(self)
 
     def replay(self, game_id=44, name="example"):
@@ -48,7 +48,7 @@ class SaverTests(TestCase):
     @inlineCallbacks
     def test_a_vault_without_hard_links_is_logged_once(self):
         vault = str(linkless_directory(self))
-        saver = Saver(Settings(vault=vault, zstd_level=3), reactor, self.pool)
+        saver = Saver(Settings(vault=vault, zstd_level=3), reactor, self.workers)
         for game_id in (46, 47):
             self.assertIs((yield saver.save(self.replay(game_id))), SaveOutcome.SAVED)
             with vault_path(vault, game_id).open("rb") as file:
