@@ -9,10 +9,12 @@ server must still start. No Twisted here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
-def guarded(call: Callable[..., Any], *args: Any) -> tuple[Any, str | None]:
+def guarded(call: Callable[..., T], *args: Any) -> tuple[T | None, str | None]:
     """``call(*args)`` and None, or None and why it failed.
 
     What the save takes from the replay itself is best effort: whatever a

@@ -19,7 +19,7 @@ import MySQLdb
 from twisted.application.service import Service
 from twisted.enterprise import adbapi
 from twisted.internet.defer import CancelledError, Deferred, fail
-from twisted.internet.interfaces import IReactorCore
+from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -167,17 +167,21 @@ class _Connection(adbapi.Connection):
         super().__init__(pool)
 
     def rollback(self) -> None:
+        connection = self._connection
+        if connection is None:
+            return  # never connected: nothing to roll back
         try:
-            self._connection.rollback()
+            connection.rollback()
         except MySQLdb.Error:
-            self._pool.disconnect(self._connection)
+            self._pool.disconnect(connection)
 
 
 def _lost_connection(failure: Failure) -> bool:
     if failure.check(adbapi.ConnectionLost):
         return True
     error = failure.check(MySQLdb.OperationalError, MySQLdb.InterfaceError)
-    return bool(error) and bool(failure.value.args) and failure.value.args[0] in _CONNECTION_LOST
+    value = failure.value
+    return bool(error) and value is not None and bool(value.args) and value.args[0] in _CONNECTION_LOST
 
 
 class DatabaseError(Exception):
@@ -283,7 +287,7 @@ class DatabaseMonitor(Service):
     def __init__(
         self,
         database: Database,
-        clock: IReactorCore,
+        clock: IReactorTime,
         interval: float = 30.0,
         on_back: Callable[[], object] | None = None,
     ) -> None:

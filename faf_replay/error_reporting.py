@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 from twisted.python import usage
+from zope.interface import implementer
 
 
 def start(dsn: str) -> SentryObserver:
@@ -25,6 +26,7 @@ def start(dsn: str) -> SentryObserver:
     return observer
 
 
+@implementer(ILogObserver)
 class SentryObserver:
     """Sends every logged failure (an exception with its traceback) to Sentry."""
 

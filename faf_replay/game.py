@@ -114,7 +114,7 @@ class Game:
         #: Login of the first uploader, as FAF names the replay's recorder.
         self.recorder: str | None = None
 
-        self._merge = QuorumMerge(settings.quorum)
+        self._merge: QuorumMerge[UploadStream] = QuorumMerge(settings.quorum)
         self._waiting = Waiting(game_id, settings)
         #: Uploads of this game that have left (recovered ones included).
         self._left = 0

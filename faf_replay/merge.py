@@ -28,16 +28,28 @@ reaches the merge point again. Pure logic, no Twisted.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar, overload
 
 _COMPARE_STEP = 64 * 1024  # under malloc's mmap threshold: slices stay cheap
+
+
+class Body(Protocol):
+    """An upload's body as the merge reads it: its length, a byte, a slice."""
+
+    def __len__(self) -> int: ...
+
+    @overload
+    def __getitem__(self, key: int) -> int: ...
+
+    @overload
+    def __getitem__(self, key: slice) -> bytes | bytearray: ...
 
 
 class MergeStream(Protocol):
     """What the merge needs to know of an upload."""
 
     @property
-    def body(self) -> bytes | bytearray: ...
+    def body(self) -> Body: ...
 
     @property
     def ended(self) -> bool:
@@ -50,7 +62,7 @@ class MergeStream(Protocol):
         ...
 
 
-def common_prefix(a: bytes | bytearray, b: bytes | bytearray, start: int, end: int) -> int:
+def common_prefix(a: Body, b: Body, start: int, end: int) -> int:
     """The first index in ``[start, end)`` where ``a`` and ``b`` differ, or ``end``.
 
     Compares in bounded slices (C ``memcmp``), then bisects inside the slice
@@ -72,7 +84,11 @@ def common_prefix(a: bytes | bytearray, b: bytes | bytearray, start: int, end: i
     return end
 
 
-class QuorumMerge:
+#: The uploads one merge reads: any one kind of :class:`MergeStream`.
+S = TypeVar("S", bound=MergeStream)
+
+
+class QuorumMerge(Generic[S]):
     """The canonical body of one game, grown from its uploads."""
 
     def __init__(self, quorum: int) -> None:
@@ -81,21 +97,21 @@ class QuorumMerge:
         self.quorum = quorum
         #: Committed body bytes: ``canonical[:length]`` is the merged body.
         self.length = 0
-        self._streams: list[MergeStream] = []
+        self._streams: list[S] = []
         # For each live stream, p such that body[:p] == reference.body[:p] is
         # known, and whether it is known to differ at p.
         self._agreed: dict[int, int] = {}
         self._differs: dict[int, bool] = {}
-        self._reference: MergeStream | None = None
-        self._dropped: list[tuple[MergeStream, int]] = []
+        self._reference: S | None = None
+        self._dropped: list[tuple[S, int]] = []
         #: The voters the last ``advance`` stopped to wait for, and where it
         #: wanted to get to: what :class:`StallRule` watches.
-        self.waiting_on: list[MergeStream] = []
+        self.waiting_on: list[S] = []
         self.wanted = 0
 
     # -- inputs ---------------------------------------------------------------
 
-    def add(self, stream: MergeStream) -> None:
+    def add(self, stream: S) -> None:
         self._streams.append(stream)
         self._agreed[id(stream)] = 0
         self._differs[id(stream)] = False
@@ -105,11 +121,11 @@ class QuorumMerge:
     # -- outputs --------------------------------------------------------------
 
     @property
-    def canonical(self) -> bytes | bytearray:
+    def canonical(self) -> Body:
         """A buffer whose first :attr:`length` bytes are the merged body."""
         return self._reference.body if self._reference is not None else b""
 
-    def take_dropped(self) -> list[tuple[MergeStream, int]]:
+    def take_dropped(self) -> list[tuple[S, int]]:
         """Streams dropped as diverged since the last call, with the body offset."""
         dropped, self._dropped = self._dropped, []
         return dropped
@@ -140,7 +156,7 @@ class QuorumMerge:
                 needed = min(self.quorum, len(ahead) + len(pending))
                 if len(ahead) < needed:
                     # a pending voter may still confirm or contradict
-                    self._wait_for(pending, min(event, stop))
+                    self._wait_for(pending, int(min(event, stop)))
                     break
                 self.length = int(min(event, stop))
                 continue
@@ -171,24 +187,24 @@ class QuorumMerge:
             if self._differs[key] and known < self.length:
                 self._drop(stream, known)
 
-    def _classify(self) -> tuple[list[MergeStream], list[MergeStream]]:
+    def _classify(self) -> tuple[list[S], list[S]]:
         """Streams with data past the committed length, and the voters that
         might still send some."""
         ahead = [s for s in self._streams if len(s.body) > self.length]
         pending = [s for s in self._streams if len(s.body) <= self.length and not s.ended and s.voting]
         return ahead, pending
 
-    def _wait_for(self, pending: list[MergeStream], wanted: int) -> None:
+    def _wait_for(self, pending: list[S], wanted: int) -> None:
         self.waiting_on = pending
         self.wanted = int(wanted)
 
-    def _resolve_split(self, ahead: list[MergeStream], pending: list[MergeStream]) -> bool:
+    def _resolve_split(self, ahead: list[S], pending: list[S]) -> bool:
         """Streams ahead disagree at the committed length: pick a side.
 
         Returns False when the decision has to wait for pending voters.
         """
         position = self.length
-        groups: dict[int, list[MergeStream]] = {}
+        groups: dict[int, list[S]] = {}
         for stream in ahead:
             groups.setdefault(stream.body[position], []).append(stream)
         ranked = sorted(
@@ -206,7 +222,7 @@ class QuorumMerge:
             self._set_reference(max(best, key=lambda s: len(s.body)))
         return True
 
-    def _set_reference(self, new: MergeStream) -> None:
+    def _set_reference(self, new: S) -> None:
         """Switch the stream the canonical bytes are read from.
 
         A stream that agreed with the old reference up to p, and the new one
@@ -220,11 +236,11 @@ class QuorumMerge:
         self._reference = new
         self._agreed[id(new)] = len(new.body)
 
-    def _drop(self, stream: MergeStream, position: int) -> None:
+    def _drop(self, stream: S, position: int) -> None:
         self._forget(stream)
         self._dropped.append((stream, position))
 
-    def _forget(self, stream: MergeStream) -> None:
+    def _forget(self, stream: S) -> None:
         self._streams = [s for s in self._streams if s is not stream]
         del self._agreed[id(stream)]
         del self._differs[id(stream)]
@@ -241,7 +257,7 @@ class QuorumMerge:
                 self._forget(stream)
 
 
-class StallRule:
+class StallRule(Generic[S]):
     """How long the merge waits for one voter before it stops counting it.
 
     Each tick, :meth:`update` is told whom the merge waited for and how far it
@@ -256,7 +272,7 @@ class StallRule:
         self.timeout = timeout
         self._waits: dict[int, tuple[float, int]] = {}  # id(stream) -> (since, target)
 
-    def update(self, now: float, waiting_on: list[MergeStream], wanted: int) -> list[MergeStream]:
+    def update(self, now: float, waiting_on: list[S], wanted: int) -> list[S]:
         keys = {id(s) for s in waiting_on}
         for key in list(self._waits):
             if key not in keys:

@@ -58,7 +58,7 @@ def header_facts(header: bytes, problems: list[str] | None = None) -> dict[str, 
     parsed, why = guarded(lambda: fafreplay.Parser().parse_header(header))
     if why is None:
         facts, why = guarded(_facts, parsed)
-        if why is None:
+        if facts is not None:
             return facts
     if problems is not None:
         problems.append(f"its replay header cannot be read ({why})")

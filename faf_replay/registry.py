@@ -103,7 +103,7 @@ class GameRegistry(Service):
                 lambda found=found: [UploadStream.recovered(u.name, u.file) for u in found.uploads]
             )
             why = found.problem or why
-            if why is not None:
+            if why is not None or streams is None:
                 metrics.quarantined_replays.inc()
                 where = found.spool.quarantine(f"cannot recover it: {why}", self._clock.seconds())
                 log.error(

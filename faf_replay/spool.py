@@ -123,7 +123,12 @@ class GameSpool:
     def close(self) -> None:
         """Close the files (the writer does it, after what it still has to write)."""
         files = list(self.files)
-        self.spool.submit(lambda: [file.close() for file in files], self.spool.report)
+
+        def close_all() -> None:
+            for file in files:
+                file.close()
+
+        self.spool.submit(close_all, self.spool.report)
 
     def remove(self) -> None:
         """The replay is saved: the spool has nothing more to keep for it.

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 from faf_replay.replay_header import MAX_HEADER_SIZE, ReplayHeaderError, ReplayHeaderScanner
 from faf_replay.spool_files import Done, SpoolFile
@@ -129,6 +129,12 @@ class BodyView:
 
     def __len__(self) -> int:
         return len(self._store) - self._offset
+
+    @overload
+    def __getitem__(self, key: int) -> int: ...
+
+    @overload
+    def __getitem__(self, key: slice) -> bytes: ...
 
     def __getitem__(self, key: int | slice) -> bytes | int:
         if isinstance(key, int):

@@ -33,7 +33,7 @@ log = Logger()
 class Waiting:
     def __init__(self, game_id: int, settings: Settings) -> None:
         self.game_id = game_id
-        self._stall = StallRule(settings.stall_timeout)
+        self._stall: StallRule[UploadStream] = StallRule(settings.stall_timeout)
         self._silence = SilenceRule(settings.silent_upload_timeout)
         #: Connected uploads that no longer hold the write phase open.
         self.silent: set[Any] = set()
@@ -50,7 +50,6 @@ class Waiting:
                 )
         overdue = self._stall.update(now, merge.waiting_on, merge.wanted)
         for stream in overdue:
-            assert isinstance(stream, UploadStream)
             stream.stalled = True
             metrics.stalled_uploads.inc()
             log.warn(
