@@ -559,7 +559,11 @@ def fuzz(
 
 
 def report(run: FuzzRun) -> str:
-    return "\n\n".join(finding.report() for finding in run.findings)
+    """Every finding with its log, then one line for each (last, so a log
+    that keeps only a run's beginning and end still names them)."""
+    details = "\n\n".join(finding.report() for finding in run.findings)
+    summary = "\n".join(f"finding: [{f.kind}] game {f.game_id}: {f.detail[:300]}" for f in run.findings)
+    return f"{details}\n\n{summary}"
 
 
 # -- the tests ----------------------------------------------------------------------------------------
