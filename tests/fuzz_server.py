@@ -309,7 +309,7 @@ class ServerLog:
         #: Namespaces whose lines are read as if the server had not logged them.
         self.ignore: set[str] = set()
         #: What each upload had sent when it ended, by client port: (line number, bytes).
-        self.uploaded: dict[int, list[tuple[int, int]]] = {}
+        self.uploaded: dict[int, list[tuple[int, int, int | None]]] = {}
         #: Games whose merge stopped waiting for a stalled upload.
         self.stalled: set[int] = set()
 
@@ -367,7 +367,7 @@ class ServerLog:
                 self.gameless_ports.setdefault(port, []).append(self.count)
         received = event.get("received")
         if isinstance(received, int) and "outcome" in event and ports:  # an upload's last line
-            self.uploaded.setdefault(ports[0], []).append((self.count, received))
+            self.uploaded.setdefault(ports[0], []).append((self.count, received, game_id))
         if game_id is not None and "held the replay back" in text:
             self.stalled.add(game_id)
         failure = event.get("log_failure")
@@ -381,10 +381,13 @@ class ServerLog:
         elif any(word in line for word in _PROBLEM_TEXT):
             self.problems.append(Problem("traceback", shown, game_id, port))
 
-    def upload_received(self, port: int, since: int) -> int | None:
-        """Bytes the upload from ``port`` had sent when it ended, by the first such
-        line since line ``since``; None when it has none (it was refused)."""
-        return next((received for line, received in self.uploaded.get(port, ()) if line > since), None)
+    def upload_received(self, port: int, since: int, game_id: int) -> int | None:
+        """Bytes the upload of ``game_id`` from ``port`` had sent when it ended, by
+        the first such line since line ``since``; None when it has none (it was
+        refused). The game counts: two clients may share a local port at once,
+        one connected to the TCP port and one to the WebSocket port."""
+        ends = self.uploaded.get(port, ())
+        return next((received for line, received, game in ends if line > since and game == game_id), None)
 
     def names_without_a_game(self, port: int | None, since: int) -> bool:
         """Like :meth:`names`, by a line about no game: a connection refused or

@@ -269,7 +269,7 @@ class FuzzRun:
         line that ended it (an upload it refused has none)."""
         found = []
         for server, client, sent in self.upload_clients.get(game_id, []):
-            received = server.log.upload_received(client.port, client.mark) if client.port else None
+            received = server.log.upload_received(client.port, client.mark, game_id) if client.port else None
             if received is not None:
                 found.append(sent[:received])
         return found

@@ -43,9 +43,11 @@ regression tests at the end of this file.
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -199,6 +201,20 @@ class Mutations(SynchronousTestCase):
         first = draw(cases(), 5, 7)
         self.assertEqual(draw(cases(), 5, 7), first)
         self.assertEqual(len(first), 5)
+
+    def test_draw_does_not_depend_on_loaded_modules(self):
+        """Hypothesis mines constants from the project's loaded modules; a
+        module loaded between two draws must not change what a seed draws."""
+        first = draw(batches(1, 4), 3, 5)
+        folder = Path(self.mktemp()) / "constants_here"
+        folder.mkdir(parents=True)
+        numbers = ", ".join(str(n) for n in range(100, 2000, 37))  # a module's worth: Hypothesis skips more
+        (folder / "many_constants.py").write_text(f"NUMBERS = ({numbers})\nWORDS = {{'G/', 'P/', 'army'}}\n")
+        sys.path.insert(0, str(folder))
+        self.addCleanup(sys.path.remove, str(folder))
+        self.addCleanup(sys.modules.pop, "many_constants", None)
+        importlib.import_module("many_constants")
+        self.assertEqual(draw(batches(1, 4), 3, 5), first)
 
     def setUp(self) -> None:
         """A panic in ``fafreplay`` prints its backtrace when RUST_BACKTRACE asks
