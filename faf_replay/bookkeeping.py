@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from faf_replay import metrics
 from faf_replay.database import Database, DatabaseError, GameRecord
 from faf_replay.metadata import database_metadata
 from faf_replay.outbox import Entry, FileChanged, Outbox, complete_metadata
+from faf_replay.retry import Retry
 from faf_replay.workers import WorkerPool
 
 log = Logger()
@@ -33,11 +34,9 @@ class Bookkeeper(Service):
     ) -> None:
         self.outbox = outbox
         self._database = database
-        self._reactor = reactor
         self._workers = workers
         self._busy: set[int] = set()
-        self._retry: IDelayedCall | None = None
-        self._delay = RETRY_FIRST
+        self._retry = Retry(reactor, self.drain, RETRY_FIRST, RETRY_MAX)
         metrics.outbox_entries.set(len(outbox))
 
     def startService(self) -> None:
@@ -49,9 +48,7 @@ class Bookkeeper(Service):
 
     def stopService(self) -> None:
         super().stopService()
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
+        self._retry.cancel()
 
     def add(self, entry: Entry) -> None:
         """Record work for the database; blocking (it fsyncs), run it in a thread."""
@@ -69,9 +66,7 @@ class Bookkeeper(Service):
 
     def drain(self) -> Deferred:
         """Work through every entry, oldest first; stops at the first database error."""
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
+        self._retry.cancel()
 
         @inlineCallbacks
         def work():
@@ -79,7 +74,7 @@ class Bookkeeper(Service):
                 if entry.game_id in self._busy:
                     continue
                 yield self._complete(entry)
-            self._delay = RETRY_FIRST
+            self._retry.reset()
 
         d = work()
         d.addErrback(self._postpone)
@@ -125,12 +120,11 @@ class Bookkeeper(Service):
 
     def _postpone(self, failure) -> bool:
         failure.trap(DatabaseError)
-        if self.running and (self._retry is None or not self._retry.active()):
+        if self.running and not self._retry.pending:
+            delay = self._retry.later()
             log.info(
                 "{count} replay(s) wait for the database; next try in {delay:g} s",
                 count=len(self.outbox),
-                delay=self._delay,
+                delay=delay,
             )
-            self._retry = self._reactor.callLater(self._delay, self.drain)
-            self._delay = min(self._delay * 2, RETRY_MAX)
         return False

@@ -1,73 +1,51 @@
 """One game's replay, from its first uploader to its saved file.
 
-A :class:`Game` owns the game's uploads, its merge, its delay window and its
-watchers, and it is the one home of the replay's lifecycle::
+A :class:`Game` owns the game's uploads (one :class:`~faf_replay.uploads.UploadRecord`
+each), its merge, its delay window and its watchers, and it moves through the
+lifecycle of ``lifecycle.py`` (the diagram: ``docs/lifecycle.dot``), always by
+:meth:`Game._move`::
 
     ACCEPTING ──(no upload holding it for `grace` s / forced end / shutdown)──▶ SAVING
-    SAVING ──(file written, already there, or nothing to save)──▶ DRAINING
-    SAVING ──(the vault refused)──▶ SAVING again after a backoff; the spool keeps the data
+    SAVING ──(saved, already there, nothing to save, or quarantined)──▶ DRAINING
     DRAINING ──(last watcher gone / drain timeout)──▶ DONE
 
-Every transition happens in :meth:`Game.end`, :meth:`Game._saved` or
-:meth:`Game._finish`. Time comes from the clock passed in (the reactor, or a
-``Clock`` in tests); the registry calls :meth:`Game.tick` once per sample
-interval, and that is the only place merging and publishing happen; whom the
-game waits for then (the stall and silence rules) is ``waiting.py``'s to say. With a
-spool, every upload is on disk as it arrives and the game's spool folder is
-removed only once its replay is safe.
+Its save, with retries and quarantine, is ``save_attempts.py``'s. Time comes
+from the clock passed in (the reactor, or a ``Clock`` in tests); the registry
+calls :meth:`Game.tick` once per sample interval, and that is the only place
+merging and publishing happen; whom the game waits for then (the stall and
+silence rules) is ``waiting.py``'s to say. With a spool, every upload is on
+disk as it arrives and the game's spool folder is removed only once its replay
+is safe.
 """
 
 from __future__ import annotations
 
-import enum
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger, LogLevel
-from twisted.python.failure import Failure
+from twisted.logger import Logger
 
 from faf_replay import metrics
 from faf_replay.delay import DelayWindow
-from faf_replay.finished import FinishedReplay, SaveFunction, SaveOutcome
+from faf_replay.finished import FinishedReplay, SaveFunction
+from faf_replay.game_status import game_status
+from faf_replay.lifecycle import Lifecycle, State
 from faf_replay.merge import QuorumMerge
 from faf_replay.metadata import login_from_name
+from faf_replay.save_attempts import SaveAttempts
 from faf_replay.settings import Settings
+from faf_replay.slices import SliceCache
 from faf_replay.spool import GameSpool
 from faf_replay.stream import RawStore, UploadStream
+from faf_replay.uploads import Uploader, UploadRecord, Uploads
 from faf_replay.waiting import Waiting
 
+__all__ = ["Game", "Refusal", "State", "Uploader", "Watcher"]
+
 log = Logger()
-
-#: Bytes per slice handed to watchers; slices are shared between watchers.
-READ_CHUNK = 64 * 1024
-#: Seconds before the first retry of a save the vault refused; doubles up to the maximum.
-SAVE_RETRY_FIRST = 5.0
-SAVE_RETRY_MAX = 300.0
-#: Saves that fail by the data itself before the game goes to quarantine.
-SAVE_ATTEMPTS_BROKEN = 3
-
-
-class State(enum.Enum):
-    ACCEPTING = "accepting"
-    SAVING = "saving"
-    DRAINING = "draining"
-    DONE = "done"
-
-
-class Uploader(Protocol):
-    stream: UploadStream
-
-    def close(self) -> None: ...
-
-    def resume(self) -> None:
-        """Read again: called at the tick after the upload paused itself."""
-
-    def drain(self) -> None:
-        """Read what waits in the socket now: the write phase is ending."""
 
 
 class Watcher(Protocol):
@@ -98,7 +76,7 @@ class Game:
         started_at: float | None = None,
     ) -> None:
         self.game_id = game_id
-        self.state = State.ACCEPTING
+        self._lifecycle = Lifecycle()
         self._settings = settings
         self._clock = clock
         self._save = save
@@ -113,27 +91,19 @@ class Game:
         self.finished = False
         #: Login of the first uploader, as FAF names the replay's recorder.
         self.recorder: str | None = None
+        #: When the first body byte was sampled.
+        self.first_body_at: float | None = None
 
-        self._merge: QuorumMerge[UploadStream] = QuorumMerge(settings.quorum)
+        self._merge: QuorumMerge[UploadRecord] = QuorumMerge(settings.quorum)
         self._waiting = Waiting(game_id, settings)
-        #: Uploads of this game that have left (recovered ones included).
-        self._left = 0
         self._window = DelayWindow(settings.delay)
         self._longest = 0
-        self._first_body_at: float | None = None
-        self._uploads: set[Uploader] = set()
-        self._upload_count = 0
-        self._paused: list[Uploader] = []
-        self._streams: list[UploadStream] = []
+        self._uploads = Uploads()
         self._watchers: set[Watcher] = set()
         self._peak_watchers = 0
-        self._slices: OrderedDict[tuple[int, int], bytes] = OrderedDict()
-        self._save_waiters: list[Deferred] = []
-        self._replay: FinishedReplay | None = None
-        self._recovered = False
-        self._retry_call: IDelayedCall | None = None
-        self._retry_delay: float | None = SAVE_RETRY_FIRST
-        self._broken = 0  # saves failed by the data (the spool keeps the count across restarts)
+        self._slices = SliceCache(lambda start, end: bytes(self._merge.canonical[start:end]))
+        self._saving: SaveAttempts | None = None
+        self._retrying = True
         # A game nobody uploads to ends like one everybody left.
         self._grace_call: IDelayedCall | None = self._start_grace()
         self._drain_call: IDelayedCall | None = None
@@ -142,6 +112,27 @@ class Game:
 
     def __repr__(self) -> str:
         return f"<Game {self.game_id} {self.state.value}>"
+
+    @property
+    def state(self) -> State:
+        return self._lifecycle.state
+
+    def _move(self, to: State) -> None:
+        """Every change of state, and what entering the state does."""
+        self._lifecycle.move(to)
+        if to is State.DRAINING:
+            if not self._watchers:
+                self._move(State.DONE)
+            else:
+                self._drain_call = self._clock.callLater(self._settings.drain_timeout, self.close_watchers)
+        elif to is State.DONE:
+            metrics.watchers_per_replay.observe(self._peak_watchers)
+            if self.spool is not None:
+                self.spool.remove()  # the replay is safe and no watcher reads the uploads any more
+            _cancel(self._drain_call)
+            self._drain_call = None
+            self._slices.clear()
+            self._on_done(self)
 
     # -- uploaders ------------------------------------------------------------
 
@@ -168,12 +159,13 @@ class Game:
 
     def add_recovered(self, stream: UploadStream) -> None:
         """An upload a previous run spooled; it has ended, but counts like any other."""
-        self._recovered = True
-        self._left += 1
+        self._join(self._uploads.add_recovered(stream))
+
+    def _join(self, record: UploadRecord) -> None:
+        stream = record.stream
         if self.recorder is None:
             self.recorder = login_from_name(stream.name)
-        self._streams.append(stream)
-        self._merge.add(stream)
+        self._merge.add(record)
         if self.header is None and stream.header is not None:
             self.header = stream.header
         self._longest = max(self._longest, len(stream.body))
@@ -182,8 +174,8 @@ class Game:
         """Why a new uploader cannot join, or None."""
         if self.state is not State.ACCEPTING:
             return Refusal("game ended", "its replay has already ended")
-        if self._upload_count >= self._settings.max_uploads_per_game:
-            return Refusal("too many uploads", f"it has had {self._upload_count} uploads already")
+        if self._uploads.joined >= self._settings.max_uploads_per_game:
+            return Refusal("too many uploads", f"it has had {self._uploads.joined} uploads already")
         return None
 
     def watcher_refusal(self) -> Refusal | None:
@@ -198,15 +190,9 @@ class Game:
         """Join an uploader; False when :meth:`uploader_refusal` says no."""
         if self.uploader_refusal() is not None:
             return False
-        self._upload_count += 1
-        if self.recorder is None:
-            self.recorder = login_from_name(uploader.stream.name)
-        self._uploads.add(uploader)
-        self._streams.append(uploader.stream)
-        self._merge.add(uploader.stream)
-        if self._grace_call is not None:
-            self._grace_call.cancel()
-            self._grace_call = None
+        self._join(self._uploads.add(uploader))
+        _cancel(self._grace_call)
+        self._grace_call = None
         return True
 
     def header_complete(self, stream: UploadStream) -> None:
@@ -215,32 +201,43 @@ class Game:
             self.header = stream.header
             self._notify_watchers()
 
+    def uploader_ended(self, uploader: Uploader) -> None:
+        """The uploader sends nothing more that counts (it is closing)."""
+        record = self.record(uploader)
+        if record is not None:
+            record.end()
+
     def uploader_left(self, uploader: Uploader) -> None:
-        uploader.stream.ended = True
-        if uploader not in self._uploads:
+        if not self._uploads.remove(uploader):
             return
-        self._uploads.discard(uploader)
-        self._waiting.silent.discard(uploader)
-        self._left += 1
         if self.state is State.ACCEPTING and not self._holding and self._grace_call is None:
             self._grace_call = self._start_grace()
 
+    def resume_at_tick(self, uploader: Uploader) -> None:
+        """The uploader paused its reading; wake it at the next tick."""
+        record = self.record(uploader)
+        if record is not None:
+            record.paused = True
+
+    def record(self, uploader: Uploader) -> UploadRecord | None:
+        """What the game knows of a connected upload: does it still count?"""
+        return self._uploads.record_of(uploader)
+
     @property
     def _holding(self) -> bool:
-        """Some upload holds the write phase open: connected, and not silenced."""
-        return len(self._uploads) > len(self._waiting.silent)
+        return self._uploads.holding
 
     def _start_grace(self) -> IDelayedCall:
         grace = self._settings.grace
         return self._clock.callLater(grace, self.end, f"no uploader for {grace:g} s")
 
-    def resume_at_tick(self, uploader: Uploader) -> None:
-        """The uploader paused its reading; wake it at the next tick."""
-        self._paused.append(uploader)
-
     @property
     def uploader_count(self) -> int:
-        return len(self._uploads)
+        return self._uploads.connected_count
+
+    @property
+    def merged_length(self) -> int:
+        return self._merge.length
 
     # -- watchers -------------------------------------------------------------
 
@@ -255,51 +252,28 @@ class Game:
     def remove_watcher(self, watcher: Watcher) -> None:
         self._watchers.discard(watcher)
         if self.state is State.DRAINING and not self._watchers:
-            self._finish()
+            self._move(State.DONE)
 
     @property
     def watcher_count(self) -> int:
         return len(self._watchers)
 
     def read(self, start: int, end: int) -> bytes:
-        """Visible body bytes ``[start, end)``, at most up to the next chunk boundary.
-
-        Recent slices are kept so that watchers at the same place share one
-        copy of the bytes.
-        """
-        end = min(end, self.visible, (start // READ_CHUNK + 1) * READ_CHUNK)
-        key = (start, end)
-        data = self._slices.get(key)
-        if data is None:
-            data = bytes(self._merge.canonical[start:end])
-            self._slices[key] = data
-            if len(self._slices) > 8:
-                self._slices.popitem(last=False)
-        return data
+        """Visible body bytes ``[start, end)``, at most up to the next chunk
+        boundary; watchers at the same place share one copy (``slices.py``)."""
+        return self._slices.slice(start, min(end, self.visible))
 
     def _notify_watchers(self) -> None:
         for watcher in list(self._watchers):
             watcher.game_updated()
 
     def status(self, now: float) -> dict[str, object]:
-        """What the live-games API says of this game."""
-        if self.visible or self.finished or not self._uploads:
-            watchable_in = 0.0 if self.header is not None else float(self._settings.delay)
-        elif self._first_body_at is None:
-            watchable_in = float(self._settings.delay)  # no body yet: at least the whole delay
-        else:
-            watchable_in = max(0.0, self._first_body_at + self._settings.delay - now)
-        return {
-            "game_id": self.game_id,
-            "uploaders": len(self._uploads),
-            "watchers": len(self._watchers),
-            "merged_bytes": self._merge.length,
-            "visible_bytes": self.visible,
-            "seconds_since_start": round(max(0.0, now - self.started_at), 1),
-            "watchable_in": round(watchable_in, 1),
-            "ending": self.state is not State.ACCEPTING or not self._uploads,
-            "state": self.state.value,
-        }
+        """What the live-games API says of this game (``game_status.py``)."""
+        return game_status(self, now, self._settings.delay)
+
+    def close_watchers(self) -> None:
+        for watcher in list(self._watchers):
+            watcher.close()
 
     # -- time -----------------------------------------------------------------
 
@@ -312,25 +286,24 @@ class Game:
         """The first half of a tick: read the uploads, note how long the longest is."""
         if self.state is not State.ACCEPTING:
             return
-        paused, self._paused = self._paused, []
-        for uploader in paused:
-            uploader.resume()
-        for stream in self._streams:
-            stream.flush(now)
-            self._longest = max(self._longest, len(stream.body))
-        if self._longest and self._first_body_at is None:
-            self._first_body_at = now
+        self._uploads.resume_paused()
+        for record in self._uploads.records:
+            record.stream.flush(now)
+            self._longest = max(self._longest, len(record.body))
+        if self._longest and self.first_body_at is None:
+            self.first_body_at = now
         self._window.record(now, self._longest)
 
     def publish(self, now: float) -> None:
         """The second half: merge what the delay allows, show it, apply the waiting rules."""
         if self.state is not State.ACCEPTING:
             return
-        limit = self._window.limit(now) if self._uploads else None
+        connected = self._uploads.connected
+        limit = self._window.limit(now) if connected else None
         self._advance(limit)
-        if self._waiting.stalls(now, self._merge, self._streams):
+        if self._waiting.stalls(now, self._merge, self._uploads.records):
             self._advance(limit)
-        self._waiting.silences(now, self._uploads, others_left=self._left > 0)
+        self._waiting.silences(now, connected, others_left=self._uploads.left > 0)
         if self._holding and self._grace_call is not None:
             self._grace_call.cancel()  # a silent last upload sends again
             self._grace_call = None
@@ -341,24 +314,22 @@ class Game:
         """Merge up to ``limit`` and show watchers what was merged, or at most ``visible_cap``."""
         merge = self._merge
         merge.advance(limit)
-        for stream, position in merge.take_dropped():
-            assert isinstance(stream, UploadStream)
-            stream.drop()
+        for record, position in merge.take_dropped():
+            record.stream.drop()
             metrics.diverged_uploads.inc()
             log.warn(
                 "game {game_id}: upload {name!r} diverged at body byte {position}; its data is discarded",
                 game_id=self.game_id,
-                name=stream.name,
+                name=record.name,
                 position=position,
             )
-        # Ended uploads the merge is done with are let go, with their bytes.
-        self._streams = [s for s in self._streams if not s.ended or s in merge]
+        self._uploads.keep(lambda record: record in merge)
         visible = merge.length if visible_cap is None else min(merge.length, visible_cap)
         if visible > self.visible:
             self.visible = visible
             self._notify_watchers()
 
-    # -- lifecycle ------------------------------------------------------------
+    # -- the end --------------------------------------------------------------
 
     def end(self, reason: str) -> Deferred:
         """End the write phase and save; fires with the :class:`SaveOutcome` of
@@ -366,34 +337,28 @@ class Game:
 
         Safe to call in any state: a game waiting to retry its save tries now.
         """
-        waiter: Deferred = Deferred()
         if self.state is not State.ACCEPTING:
-            if self.state is State.SAVING:
-                self._save_waiters.append(waiter)
-                if self._retry_call is not None and self._retry_call.active():
-                    self._retry_call.cancel()
-                    self._attempt_save()
-                return waiter
+            if self.state is State.SAVING and self._saving is not None:
+                return self._saving.now()
             return succeed(None)
-        self._save_waiters.append(waiter)
-        self.state = State.SAVING
+        self._move(State.SAVING)
         for call in (self._grace_call, self._forced_call):
-            if call is not None and call.active():
-                call.cancel()
+            _cancel(call)
         self._grace_call = self._forced_call = None
         # Uploaders still connected mean the game may still be running (forced
         # end, shutdown): watchers then keep their delay, only the file gets all.
-        still_live = bool(self._uploads)
-        cap = self._window.limit(self._clock.seconds()) if still_live else None
-        self._paused.clear()
-        for uploader in list(self._uploads):
-            uploader.drain()  # what was sent before the end belongs in the replay
-        for uploader in list(self._uploads):
-            uploader.stream.ended = True
-            uploader.close()
-        self._uploads.clear()
-        for stream in self._streams:
-            stream.flush()
+        connected = self._uploads.connected
+        cap = self._window.limit(self._clock.seconds()) if connected else None
+        for record in connected:
+            record.paused = False
+            if record.uploader is not None:
+                record.uploader.drain()  # what was sent before the end belongs in the replay
+        for record in connected:
+            record.end()
+            if record.uploader is not None:
+                record.uploader.close()
+        for record in self._uploads.records:
+            record.stream.flush()
 
         self._advance(None, cap)
         self.finished = True
@@ -406,7 +371,7 @@ class Game:
             length=self._merge.length,
         )
         self._notify_watchers()
-        self._replay = FinishedReplay(
+        replay = FinishedReplay(
             game_id=self.game_id,
             header=self.header,
             body=self._merge.canonical,
@@ -414,94 +379,25 @@ class Game:
             started_at=self.started_at,
             ended_at=ended_at,
             body_length=self._merge.length,
-            recovered=self._recovered,
+            recovered=self._uploads.recovered,
         )
-        self._attempt_save()
-        return waiter
-
-    def _attempt_save(self) -> None:
-        self._retry_call = None
-        assert self._replay is not None
-        self._save(self._replay).addBoth(self._saved)
-
-    def _saved(self, outcome: object) -> None:
-        if isinstance(outcome, Failure):
-            log.failure("game {game_id}: saving failed", outcome, level=LogLevel.error, game_id=self.game_id)
-            outcome = SaveOutcome.BROKEN
-        waiters, self._save_waiters = self._save_waiters, []
-        for waiter in waiters:
-            waiter.callback(outcome)
-        if outcome is SaveOutcome.BROKEN and self._broken_once():
-            return
-        if outcome in (SaveOutcome.FAILED, SaveOutcome.BROKEN):
-            if self._retry_delay is not None:
-                log.info(
-                    "game {game_id}: the replay stays in the spool; next try in {delay:g} s",
-                    game_id=self.game_id,
-                    delay=self._retry_delay,
-                )
-                self._retry_call = self._clock.callLater(self._retry_delay, self._attempt_save)
-                self._retry_delay = min(self._retry_delay * 2, SAVE_RETRY_MAX)
-            return
-        self.state = State.DRAINING
-        metrics.finished_replays.inc()
-        self._drain_or_finish()
-
-    def _drain_or_finish(self) -> None:
-        if not self._watchers:
-            self._finish()
-        else:
-            self._drain_call = self._clock.callLater(self._settings.drain_timeout, self.close_watchers)
-
-    def _broken_once(self) -> bool:
-        """A save failed by the data itself: counted (across restarts, in the
-        spool); after ``SAVE_ATTEMPTS_BROKEN`` such failures the game goes to
-        quarantine instead of being tried again. True when it went."""
-        self._broken += 1
-        if self.spool is not None:
-            self.spool.note_broken("saving failed")
-            self._broken = self.spool.broken_saves
-        if self._broken < SAVE_ATTEMPTS_BROKEN:
-            return False
-        metrics.quarantined_replays.inc()
-        kept = "given up (no spool to keep it)"
-        if self.spool is not None:
-            where = self.spool.quarantine(f"saving failed {self._broken} times", self._clock.seconds())
-            kept = f"its uploads are kept in quarantine at {where} (docs/operations.md: Quarantine)"
-        log.error(
-            "game {game_id}: saving failed {count} times the same way; {kept}",
-            game_id=self.game_id,
-            count=self._broken,
-            kept=kept,
+        self._saving = SaveAttempts(
+            replay,
+            self._save,
+            self._clock,
+            self.spool,
+            lambda: self._move(State.DRAINING),
+            retrying=self._retrying,
         )
-        self._retry_delay = None
-        self.state = State.DRAINING
-        self._drain_or_finish()
-        return True
+        return self._saving.start()
 
     def stop_retrying(self) -> None:
         """Shutdown: leave an unsaved replay in the spool for the next run."""
-        self._retry_delay = None
-        if self._retry_call is not None and self._retry_call.active():
-            self._retry_call.cancel()
-        self._retry_call = None
-        if self.state is State.SAVING and self.spool is not None:
-            self.spool.close()
+        self._retrying = False
+        if self._saving is not None:
+            self._saving.stop()
 
-    def close_watchers(self) -> None:
-        for watcher in list(self._watchers):
-            watcher.close()
 
-    def _finish(self) -> None:
-        if self.state is State.DONE:
-            return
-        self.state = State.DONE
-        metrics.watchers_per_replay.observe(self._peak_watchers)
-        if self.spool is not None:
-            # The replay is safe and no watcher reads the uploads any more.
-            self.spool.remove()
-        if self._drain_call is not None and self._drain_call.active():
-            self._drain_call.cancel()
-        self._drain_call = None
-        self._slices.clear()
-        self._on_done(self)
+def _cancel(call: IDelayedCall | None) -> None:
+    if call is not None and call.active():
+        call.cancel()

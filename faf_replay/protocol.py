@@ -6,11 +6,13 @@ then on hands every byte and the end of the connection to an
 :class:`~faf_replay.upload.UploadProtocol` or a
 :class:`~faf_replay.download.DownloadProtocol`, with the bytes that followed the
 header first. Bad input is logged once with its reason, counted, and closes
-this connection only.
+this connection only. Where a connection is, is its :class:`Phase`, changed
+only by ``ReplayProtocol._enter`` along :data:`MOVES`.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
@@ -47,57 +49,86 @@ def describe_peer(address: IAddress | None) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class Phase(enum.Enum):
+    """Where a connection is; :data:`MOVES` says where it may go next."""
+
+    HEADER = "reading its connection header"
+    ADMITTING = "waiting for the database to admit its upload"
+    SWITCHED = "an upload or a watcher"
+    CLOSED = "refused, rejected or gone"
+
+
+MOVES = {
+    (Phase.HEADER, Phase.ADMITTING),
+    (Phase.HEADER, Phase.SWITCHED),
+    (Phase.HEADER, Phase.CLOSED),
+    (Phase.ADMITTING, Phase.SWITCHED),
+    (Phase.ADMITTING, Phase.CLOSED),
+}
+
+
 class ReplayProtocol(ConnectionProtocol):
     def __init__(self, registry: GameRegistry, clock: IReactorTime, release: Callable[[], None]) -> None:
         self._registry = registry
         self._clock = clock
         self._release = release
         self._parser = ConnectionHeaderParser()
+        self.phase = Phase.HEADER
         self._sub: Protocol | None = None
         self._timeout: IDelayedCall | None = None
-        self._rejected = False
-        self._initial = False
         # Bytes that arrive while the database decides on an upload.
-        self._admitting: bytearray | None = None
+        self._admitting = bytearray()
         self.peer = "?"
+
+    @property
+    def sub(self) -> Protocol | None:
+        """The upload or the watcher this connection switched into."""
+        return self._sub
+
+    def _enter(self, phase: Phase) -> None:
+        """Every change of phase; leaving the header phase stops its timeout and its gauge."""
+        if (self.phase, phase) not in MOVES:
+            raise RuntimeError(f"a connection cannot move from {self.phase.name} to {phase.name}")
+        if self.phase is Phase.HEADER:
+            if self._timeout is not None and self._timeout.active():
+                self._timeout.cancel()
+            self._timeout = None
+            metrics.active["initial"].dec()
+        self.phase = phase
 
     def connectionMade(self) -> None:
         self.peer = describe_peer(self.connection.getPeer())
         metrics.active["initial"].inc()
-        self._initial = True
         self._timeout = self._clock.callLater(self._registry.settings.header_timeout, self._header_timed_out)
 
     def dataReceived(self, data: bytes) -> None:
-        if self._sub is not None:
+        if self.phase is Phase.SWITCHED:
+            assert self._sub is not None
             self._sub.dataReceived(data)
-            return
-        if self._admitting is not None:
+        elif self.phase is Phase.ADMITTING:
             self._admitting += data
-            return
-        if self._rejected:
-            return
-        try:
-            parsed = self._parser.feed(data)
-        except ConnectionHeaderError as error:
-            self._reject("bad connection header", str(error))
-            return
-        if parsed is not None:
-            header, rest = parsed
-            self._leave_initial()
-            self._switch(header, rest)
+        elif self.phase is Phase.HEADER:
+            try:
+                parsed = self._parser.feed(data)
+            except ConnectionHeaderError as error:
+                self._reject("bad connection header", str(error))
+                return
+            if parsed is not None:
+                self._switch(*parsed)
 
     def _switch(self, header: ConnectionHeader, rest: bytes) -> None:
         if header.kind is Kind.UPLOAD and self._registry.needs_admission(header.game_id):
             # Stop reading until the database says whether this game may start.
-            self._admitting = bytearray(rest)
+            self._enter(Phase.ADMITTING)
+            self._admitting += rest
             self.connection.pauseProducing()
             self._registry.admit_upload(header.game_id).addCallback(self._admitted, header)
             return
         self._start(header, rest)
 
     def _admitted(self, refusal: str | None, header: ConnectionHeader) -> None:
-        buffered, self._admitting = bytes(self._admitting or b""), None
-        if self._rejected:
+        buffered, self._admitting = bytes(self._admitting), bytearray()
+        if self.phase is not Phase.ADMITTING:
             return  # the connection went away while we asked
         self.connection.resumeProducing()
         if refusal is not None:
@@ -128,6 +159,7 @@ class ReplayProtocol(ConnectionProtocol):
             download = DownloadProtocol(game, header.name, self.peer, self._clock, settings)
             game.add_watcher(download)
             sub = download
+        self._enter(Phase.SWITCHED)
         self._sub = sub
         assert self.transport is not None  # connected: its bytes brought us here
         sub.makeConnection(self.transport)
@@ -139,17 +171,8 @@ class ReplayProtocol(ConnectionProtocol):
         timeout = self._registry.settings.header_timeout
         self._reject("header timeout", f"no complete connection header within {timeout:g} s")
 
-    def _leave_initial(self) -> None:
-        if self._timeout is not None and self._timeout.active():
-            self._timeout.cancel()
-        self._timeout = None
-        if self._initial:
-            self._initial = False
-            metrics.active["initial"].dec()
-
     def _reject(self, reason: str, detail: str) -> None:
-        self._leave_initial()
-        self._rejected = True
+        self._enter(Phase.CLOSED)
         metrics.rejected_connections.labels(reason).inc()
         metrics.served[metrics.BAD_DATA].inc()
         log.warn("connection from {peer} rejected: {detail}", peer=self.peer, detail=detail)
@@ -157,7 +180,7 @@ class ReplayProtocol(ConnectionProtocol):
 
     def _refuse(self, header: ConnectionHeader, reason: str, detail: str) -> None:
         """A well-formed request we cannot serve: close without a byte sent."""
-        self._rejected = True
+        self._enter(Phase.CLOSED)
         metrics.rejected_connections.labels(reason).inc()
         metrics.served[metrics.NO_REPLAY].inc()
         log.info("connection {name!r} from {peer}: {detail}", name=header.name, peer=self.peer, detail=detail)
@@ -165,17 +188,18 @@ class ReplayProtocol(ConnectionProtocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._release()
-        if self._sub is not None:
+        phase = self.phase
+        if phase is Phase.SWITCHED:
+            assert self._sub is not None
             self._sub.connectionLost(reason)
             return
-        if self._admitting is not None:
-            self._rejected = True  # _admitted will find it gone
+        if phase is Phase.CLOSED:
+            return
+        self._enter(Phase.CLOSED)
+        if phase is Phase.ADMITTING:
             metrics.served[metrics.EMPTY].inc()
             log.info("connection from {peer} closed while its game was being checked", peer=self.peer)
             return
-        if self._rejected:
-            return
-        self._leave_initial()
         known = reason.value if reason is not None and isinstance(reason.value, KnownLoss) else None
         if known is not None:  # a WebSocket that vanished, or broke the protocol, in the lobby
             metrics.lost_connections.labels("initial", known.verdict).inc()

@@ -16,48 +16,55 @@ A pause with two players still connected, or a game only one player ever
 uploaded (a game against the AI, paused for lunch), never ends early. A player
 who vanished without a word is found sooner by TCP keepalive
 (``keepalive.py``); this rule is for the one whose machine still answers.
-No Twisted here.
+What the rule knows of an upload it keeps on the upload's record
+(``uploads.UploadRecord``: ``heard``, ``quiet_since``, ``silent``). No Twisted here.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 
 class Upload(Protocol):
-    #: Every byte it sent so far.
-    received: int
+    @property
+    def received(self) -> int:
+        """Every byte it sent so far."""
+        ...
+
+    #: ``received`` when last looked at, and since when it has not grown.
+    heard: int
+    quiet_since: float | None
+    #: The rule said it no longer holds the write phase open.
+    silent: bool
+
+
+U = TypeVar("U", bound=Upload)
 
 
 class SilenceRule:
     def __init__(self, timeout: float) -> None:
         #: 0: the rule is off.
         self.timeout = timeout
-        self._heard: dict[int, tuple[int, float]] = {}  # id(upload) -> (received, when it last grew)
-        self._silent: set[int] = set()
 
-    def judge(
-        self, now: float, connected: list[Upload], others_left: bool
-    ) -> tuple[list[Upload], list[Upload]]:
+    def judge(self, now: float, connected: list[U], others_left: bool) -> tuple[list[U], list[U]]:
         """Called at every tick with the game's connected uploads: those that
         stop holding the game open now, and those that hold it again (they
-        sent something since)."""
-        keys = {id(upload) for upload in connected}
-        for key in [key for key in self._heard if key not in keys]:
-            del self._heard[key]
-        self._silent &= keys
-        silenced, speaking = [], []
+        sent something since). Sets their ``silent``."""
+        silenced: list[U] = []
+        speaking: list[U] = []
         for upload in connected:
-            key = id(upload)
-            received, since = self._heard.get(key, (upload.received, now))
-            if upload.received != received:
-                since = now
-            self._heard[key] = (upload.received, since)
-            if key in self._silent:
-                if since == now:
-                    self._silent.discard(key)
+            if upload.quiet_since is None or upload.received != upload.heard:
+                upload.heard, upload.quiet_since = upload.received, now
+            if upload.silent:
+                if upload.quiet_since == now:
+                    upload.silent = False
                     speaking.append(upload)
-            elif self.timeout and len(connected) == 1 and others_left and now - since >= self.timeout:
-                self._silent.add(key)
+            elif (
+                self.timeout
+                and len(connected) == 1
+                and others_left
+                and now - upload.quiet_since >= self.timeout
+            ):
+                upload.silent = True
                 silenced.append(upload)
         return silenced, speaking

@@ -8,9 +8,10 @@ for the disk. :class:`UploadStream` finds the end
 of the replay header in those bytes (with
 :class:`~faf_replay.replay_header.ReplayHeaderScanner`) and offers the body as
 a bytes-like view the merge reads. Without a spool file (or once the disk
-refuses) everything stays in memory. The stream also carries the few facts the
-game keeps per uploader: whether it ended, whether the merge dropped it, and
-whether the stall rule stopped waiting for it. No Twisted here.
+refuses) everything stays in memory. Whether the merge dropped it (found it
+diverging) is the stream's to know, since its bytes go with it; what the game
+knows of an upload besides is on its record (``uploads.UploadRecord``). No
+Twisted here.
 """
 
 from __future__ import annotations
@@ -155,11 +156,9 @@ class UploadStream:
         "_scanner",
         "body",
         "dropped",
-        "ended",
         "header",
         "name",
         "received",
-        "stalled",
         "store",
     )
 
@@ -170,19 +169,15 @@ class UploadStream:
         self.body: BodyView | bytes = b""
         #: Every byte this uploader sent, kept or not.
         self.received = 0
-        self.ended = False
         #: The merge found it diverging: its data is discarded from then on.
         self.dropped = False
-        #: Held the merge back for the stall timeout: not waited for.
-        self.stalled = False
         self._scanner: ReplayHeaderScanner | None = ReplayHeaderScanner()
 
     @classmethod
     def recovered(cls, name: str, file: SpoolFile) -> UploadStream:
-        """A stream read back from a spool file a previous run wrote; it has ended."""
+        """A stream read back from a spool file a previous run wrote."""
         stream = cls(name, RawStore(file))
         stream.received = file.size
-        stream.ended = True
         scanner = stream._scanner
         assert scanner is not None
         try:
@@ -197,10 +192,10 @@ class UploadStream:
         """Take bytes from the uploader; True when they completed the header.
 
         Raises :class:`ReplayHeaderError` when the header is invalid; the
-        stream has then ended.
+        upload must then end (it takes no more bytes).
         """
         self.received += len(data)
-        if self.ended or self.dropped:
+        if self.dropped:
             return False
         self.store.append(data)
         scanner = self._scanner
@@ -209,7 +204,6 @@ class UploadStream:
         try:
             length = scanner.feed(data)
         except ReplayHeaderError:
-            self.ended = True
             self._scanner = None
             raise
         if length is None:
@@ -224,6 +218,10 @@ class UploadStream:
         self.body = BodyView(self.store, length)
         self._scanner = None  # and its copy of the bytes with it
 
+    def ignore(self, data: bytes) -> None:
+        """Bytes that came after the upload ended: counted, not kept."""
+        self.received += len(data)
+
     def flush(self, now: float | None = None) -> None:
         """Hand new bytes to the spool's writer (see :meth:`RawStore.flush`)."""
         if not self.dropped:
@@ -235,8 +233,3 @@ class UploadStream:
         self.body = b""
         self.store.tail = bytearray()
         self.store.failed = True
-
-    @property
-    def voting(self) -> bool:
-        """Worth waiting for: a stream that never completed its header is not."""
-        return self.header is not None and not self.stalled and not self.ended and not self.dropped

@@ -45,6 +45,8 @@ class UploadProtocol(ConnectionProtocol):
         self._settings = settings
         self._header_call: IDelayedCall | None = None
         self._closed_because: str | None = None
+        #: Closed by us (the game ended it, or it broke a rule): what comes now is not kept.
+        self._ended = False
         #: How the upload is read once it trickles; chosen at connectionMade.
         self._reads: TickReads | None = None
         self._lost = False
@@ -60,7 +62,9 @@ class UploadProtocol(ConnectionProtocol):
         metrics.received_bytes.inc(len(data))
         self.last_data_at = self._clock.seconds()
         stream = self.stream
-        if self._closed_because is not None:
+        if self._ended:
+            if self._closed_because is None:
+                stream.ignore(data)  # the game ended it: counted, as sent before its close
             return
         room = self._max_bytes - stream.received
         if len(data) > room:
@@ -106,11 +110,13 @@ class UploadProtocol(ConnectionProtocol):
 
     def _close(self, reason: str, detail: str) -> None:
         self._closed_because = detail
-        self.stream.ended = True
         metrics.rejected_connections.labels(reason).inc()
-        self.connection.loseConnection()
+        self.close()
 
     def close(self) -> None:
+        """Take no more bytes, and close (the game calls this at its end, too)."""
+        self._ended = True
+        self.game.uploader_ended(self)
         self.connection.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:

@@ -12,6 +12,7 @@ class FakeUploader:
     def __init__(self, game: Game, name: str = "player.SCFAreplay") -> None:
         self.game = game
         self.stream = game.new_stream(name)  # spooled when the game has a spool
+        self.peer = "127.0.0.1:1"
         self.closed = False
 
     def send(self, data: bytes) -> None:

@@ -392,6 +392,10 @@ class Outage(SavingWithTheDatabase):
         yield bookkeeper.drain()
         self.assertEqual(self.db.replay_row(142), (1928, 1))
         self.assertEqual(len(bookkeeper.outbox), 0)
+        # It worked: the next outage starts from 5 s again.
+        bookkeeper._database = dead
+        yield saver.save(self.replay(144))
+        self.assertEqual(len(self.logs.matching("next try in 5 s")), 2)
 
     @inlineCallbacks
     def test_a_changed_file_is_not_rewritten(self):

@@ -138,6 +138,7 @@ class Silence(SynchronousTestCase):
     class Upload:
         def __init__(self):
             self.received = 0
+            self.heard, self.quiet_since, self.silent = 0, None, False
 
     def test_only_the_last_connected_upload_after_another_left(self):
         rule = SilenceRule(300)

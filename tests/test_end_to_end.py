@@ -8,7 +8,7 @@ import fafreplay
 from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from faf_replay import game as game_module
+from faf_replay import save_attempts
 from faf_replay.vault import vault_path
 from tests.clients import Uploader, Watcher, connect, start_server, until
 from tests.logs import CapturedLogs
@@ -230,7 +230,7 @@ class RefusingVault(TestCase):
 
     @inlineCallbacks
     def test_saved_once_the_vault_takes_it(self):
-        self.patch(game_module, "SAVE_RETRY_FIRST", 0.2)
+        self.patch(save_attempts, "SAVE_RETRY_FIRST", 0.2)
         logs = CapturedLogs(self)
         service, port = yield start_server(self)
         vault = service.registry.settings.vault

@@ -184,6 +184,17 @@ class Uploads(ProtocolTestCase):
             self.saves.replays[0].header + self.saves.replays[0].body_bytes(), recording("example")
         )
 
+    def test_an_upload_closed_for_a_rule_counts_no_more_at_once(self):
+        """Its connection is not gone yet (the reactor has yet to close it), but
+        the game no longer waits for its bytes."""
+        self.patch(self.registry, "settings", self.settings.replace(max_upload_bytes=3000))
+        protocol, transport = self.upload(5, recording("example")[:2500])
+        record = self.registry.games[5].record(protocol.sub)
+        self.assertTrue(record.voting)
+        protocol.dataReceived(recording("example")[2500:4000])  # past max_upload_bytes
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual((record.connected, record.ended, record.voting), (True, True, False))
+
     def test_corrupt_size_closes_promptly(self):
         header, _ = split(recording("example"))
         mods_size_at = header.index(b"\0", header.index(b"\0") + 4) + 5

@@ -13,13 +13,15 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from faf_replay import quarantine
 from faf_replay.finished import SaveOutcome
-from faf_replay.game import SAVE_RETRY_FIRST, SAVE_RETRY_MAX, State
+from faf_replay.game import State
 from faf_replay.registry import GameRegistry
+from faf_replay.save_attempts import SAVE_RETRY_FIRST, SAVE_RETRY_MAX
 from faf_replay.services import SpoolSync
 from faf_replay.settings import Settings
 from faf_replay.spool import Spool, run_now
 from faf_replay.spool_files import Descriptors, SpoolFile
 from faf_replay.stream import WRITE_AT, RawStore, UploadStream
+from faf_replay.uploads import UploadRecord
 from faf_replay.vault import vault_path
 from tests.fakes import FakeUploader, FakeWatcher, Saves
 from tests.logs import CapturedLogs
@@ -306,7 +308,7 @@ class SpooledStreams(SynchronousTestCase):
         path = Path(self.mktemp())
         SpoolFile(path, b"Rowan\0").write(recording("8805603"))
         stream = UploadStream.recovered("Rowan", SpoolFile.existing(path))
-        self.assertTrue(stream.ended)
+        self.assertTrue(UploadRecord(stream).ended)  # no connection: no more bytes will come
         self.assertEqual(stream.header + stream.body[0 : len(stream.body)], recording("8805603"))
         broken_path = Path(self.mktemp())
         SpoolFile(broken_path, b"x\0").write(b"not a replay at all" * 10)
