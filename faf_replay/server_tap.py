@@ -42,26 +42,22 @@ from faf_replay import error_reporting, metrics
 from faf_replay.bookkeeping import Bookkeeper
 from faf_replay.database import Database, DatabaseMonitor
 from faf_replay.keepalive import Keepalive
+from faf_replay.keepalive_on_listeners import KeepaliveOnListeners
+from faf_replay.lag_probe import ReactorLagProbe
 from faf_replay.limits import connections_that_fit
 from faf_replay.options import Options
 from faf_replay.outbox import Outbox
+from faf_replay.process import freeze_startup_objects, raise_open_file_limit
 from faf_replay.protocol import ReplayFactory
 from faf_replay.proxy_protocol import ProxyProtocolFactory, listening_description
 from faf_replay.registry import GameRegistry
 from faf_replay.saving import Saver
-from faf_replay.services import (
-    ExitCleanlyOnSignal,
-    FafReplayService,
-    KeepaliveOnListeners,
-    ReactorLagProbe,
-    SpoolSync,
-    SpoolWriter,
-    freeze_startup_objects,
-    raise_open_file_limit,
-)
+from faf_replay.services import FafReplayService
 from faf_replay.settings import Settings
+from faf_replay.signals import ExitCleanlyOnSignal
 from faf_replay.spool import Spool
 from faf_replay.spool_files import default_open_files
+from faf_replay.spool_sync import SpoolSync, SpoolWriter
 from faf_replay.vault import vault_refusal
 from faf_replay.web import web_site
 from faf_replay.websocket import WebSocketReplayFactory

@@ -16,10 +16,10 @@ from faf_replay.finished import SaveOutcome
 from faf_replay.game import State
 from faf_replay.registry import GameRegistry
 from faf_replay.save_attempts import SAVE_RETRY_FIRST, SAVE_RETRY_MAX
-from faf_replay.services import SpoolSync
 from faf_replay.settings import Settings
 from faf_replay.spool import Spool, run_now
 from faf_replay.spool_files import Descriptors, SpoolFile
+from faf_replay.spool_sync import SpoolSync
 from faf_replay.stream import WRITE_AT, RawStore, UploadStream
 from faf_replay.uploads import UploadRecord
 from faf_replay.vault import vault_path

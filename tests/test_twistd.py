@@ -14,7 +14,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.selectreactor import SelectReactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from faf_replay.services import ExitCleanlyOnSignal
+from faf_replay.signals import ExitCleanlyOnSignal
 from faf_replay.vault import vault_path
 from tests.clients import Uploader, Watcher, connect
 from tests.processes import Twistd, run_twistd
