@@ -9,8 +9,10 @@ in turn: faf-replay with its defaults (zstd 10, or ``--zstd-level``),
 faf-replay at zstd 19 (the asyncio anchor's level), the floor reading once a
 tick, the floor reading every write, the Rust server FAF runs today when
 ``--rust-anchor`` gives its binary (at the same zstd level as faf-replay),
-and the asyncio anchor when ``--anchor-path`` gives it (repeated: each checkout
-in turn, the first one named "anchor", the one the ratios use). Each run
+faf-replay from another checkout when ``--before`` gives one (the code before a
+change: the cost of a change, measured in one run), and the asyncio anchor when
+``--anchor-path`` gives it (repeated: each checkout in turn, the first one named
+"anchor", the one the ratios use). Each run
 prints its own table as it ends; then one table of CPU per phase, one of
 memory, save latency to the database row and watcher timing, and the ratios
 the issues set targets for. Ratios between runs of one invocation are what
@@ -31,6 +33,9 @@ from pathlib import Path
 #: (numerator run, its phase, denominator run, its phase, the target the issues set or None)
 RATIOS = [
     ("faf-replay", "total", "rust", "total", 1.0),
+    ("faf-replay", "total", "faf-replay before", "total", None),
+    ("faf-replay", "streaming", "faf-replay before", "streaming", None),
+    ("faf-replay", "saving", "faf-replay before", "saving", None),
     ("faf-replay", "streaming", "rust", "streaming", None),
     ("faf-replay", "saving", "rust", "saving", None),
     ("faf-replay", "streaming", "floor", "streaming", 2.0),
@@ -63,6 +68,8 @@ PHASES = ("streaming", "saving", "total")
 def variants(args) -> list[tuple[str, dict]]:
     """The runs: a name and what differs from the command line's arguments."""
     runs = [("faf-replay", {"kind": "faf-replay"})]
+    if getattr(args, "before", None):
+        runs.append(("faf-replay before", {"kind": "faf-replay", "checkout": args.before}))
     if args.zstd_level != 19:
         runs.append(("faf-replay zstd 19", {"kind": "faf-replay", "zstd_level": 19}))
     runs += [("floor", {"kind": "floor"}), ("floor-every-write", {"kind": "floor-every-write"})]

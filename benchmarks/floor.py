@@ -19,7 +19,7 @@ Two ways of reading:
   its socket leaves the reactor's reading set for good, and the tick of its
   group (connections in twenty groups by game, one group a twentieth of a
   second) reads it directly, one ``recv`` for what the kernel gathered since
-  the last tick (``faf_replay.tick_reads``, as faf-replay reads an upload once
+  the last tick (``faf_replay.replay.tick_reads``, as faf-replay reads an upload once
   its replay header is in). No pause, no resume, no ``epoll_ctl`` per tick.
 
 The relayed stream is, at every moment, the longest upload received so far
@@ -43,7 +43,7 @@ from pathlib import Path
 from twisted.internet import protocol, task
 
 from benchmarks.process import Process
-from faf_replay.tick_reads import read_now
+from faf_replay.replay.tick_reads import read_now
 
 ROOT = Path(__file__).resolve().parent.parent
 

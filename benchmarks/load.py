@@ -306,11 +306,11 @@ def _target(upload: Upload, elapsed: float, rate: float | None, pacing) -> int:
 
 
 class Server(Process):
-    """faf-replay (this checkout) under ``twistd``, on free ports, logging JSON."""
+    """faf-replay (this checkout, or ``checkout``) under ``twistd``, on free ports, logging JSON."""
 
     kind = "faf-replay"
 
-    def __init__(self, workdir: Path, options: list[str]) -> None:
+    def __init__(self, workdir: Path, options: list[str], checkout: Path = ROOT) -> None:
         command = [
             sys.executable,
             "-c",
@@ -325,7 +325,7 @@ class Server(Process):
             "--max-connections=1000000",
             *options,
         ]
-        super().__init__(workdir, command, {**os.environ, "PYTHONPATH": str(ROOT)})
+        super().__init__(workdir, command, {**os.environ, "PYTHONPATH": str(checkout)})
         self.game_port, self.http_port = self._ports()
 
     def _ports(self) -> tuple[int, int]:
@@ -449,7 +449,7 @@ def verify(server: Process, games: list[dict], results: list[dict], timeout: flo
     outcome = verify_watchers(games, results, expected)
     if not server.saves:
         return {"saved": None, "verified": None, **outcome}
-    from faf_replay.vault import vault_path  # noqa: PLC0415
+    from faf_replay.save.vault import vault_path  # noqa: PLC0415
 
     vault = server.workdir / "replays"
     paths = {game["id"]: vault_path(vault, game["id"]) for game in games}
@@ -528,9 +528,9 @@ def save_latencies(server: Server) -> list[float]:
     saved_at: dict[int, float] = {}
     for event in server.events():
         namespace, game = event.get("log_namespace"), event.get("game_id")
-        if namespace == "faf_replay.upload" and game is not None:
+        if namespace == "faf_replay.replay.upload" and game is not None:
             last_upload[game] = max(last_upload.get(game, 0.0), event["log_time"])
-        elif namespace == "faf_replay.saving" and game is not None and "path" in event:
+        elif namespace == "faf_replay.save.saver" and game is not None and "path" in event:
             saved_at[game] = event["log_time"]
     return sorted(saved_at[g] - last_upload[g] for g in saved_at if g in last_upload)
 
@@ -665,7 +665,8 @@ def start_server(args, games: list[dict]) -> tuple[Process, Rows | None]:
         os.environ["FAF_REPLAY_DB_PASSWORD"] = rows.password
         # FAF's production pool size (its config.yaml: pool_size 8), as the Rust server gets it.
         options += [f"--db={rows.url}", "--db-pool-size=8"]
-    return Server(workdir, options), rows
+    checkout = Path(args.checkout).resolve() if getattr(args, "checkout", None) else ROOT
+    return Server(workdir, options, checkout), rows
 
 
 def start_profiler(pid: int, path: str) -> subprocess.Popen:
@@ -868,7 +869,7 @@ def watchers(args) -> dict:
     cpu_before_save = server.cpu()
     for sock in uploaders:
         sock.close()
-    from faf_replay.vault import vault_path  # noqa: PLC0415
+    from faf_replay.save.vault import vault_path  # noqa: PLC0415
 
     path = vault_path(workdir / "replays", 7)
     deadline = time.time() + 120
@@ -974,6 +975,14 @@ def main() -> None:
         "--compare",
         action="store_true",
         help="run faf-replay, faf-replay at zstd 19, both floors and (with --anchor-path) the anchor in turn",
+    )
+    shared.add_argument(
+        "--checkout",
+        help="run faf-replay from this checkout instead of this one (another commit, same options)",
+    )
+    shared.add_argument(
+        "--before",
+        help="--compare: also run faf-replay from this checkout (the code before a change), same load",
     )
     shared.add_argument("server", nargs="*", help="more faf-replay options, after --")
     commands.add_parser("capacity", parents=[shared], help="many games streaming at once")

@@ -30,9 +30,12 @@ WAITING = ("EPollReactor.doPoll (twisted/internet/epollreactor.py:227)", "Condit
 #: (area, patterns): a stack belongs to the first area with a pattern in one of its frames.
 AREAS: list[tuple[str, tuple[str, ...]]] = [
     ("saving: zstd", ("encode_replay (",)),
-    ("saving: vault file write and fsync", ("write_replay (", "faf_replay/durable.py")),
+    ("saving: vault file write and fsync", ("write_replay (", "faf_replay/save/durable.py")),
     ("saving: reading the spool back", ("FinishedReplay.body_bytes (",)),
-    ("saving: the rest (metadata, bookkeeping)", ("faf_replay/saving.py", "faf_replay/finished.py")),
+    (
+        "saving: the rest (metadata, bookkeeping)",
+        ("faf_replay/save/saver.py", "faf_replay/replay/finished.py"),
+    ),
     ("spool deletion", ("Emptier._run (", "rmtree (")),
     ("spool writes and syncs", ("_write_all (", "Spool._sync (", "Spool.send.", "SpoolFile.write (")),
     ("logging", ("twisted/logger/",)),
@@ -42,7 +45,7 @@ AREAS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("epoll registration: watchers' writes", ("startWriting (", "stopWriting (")),
     ("socket writes (watchers)", ("writeSomeData (", "FileDescriptor.doWrite (")),
-    ("ticks: merge and delay", ("Game.tick (", "GameRegistry._tick_group", "faf_replay/merge.py")),
+    ("ticks: merge and delay", ("Game.tick (", "GameRegistry._tick_group", "faf_replay/replay/merge.py")),
     ("watchers: reading the stream", ("DownloadProtocol.", "Game.read (")),
     ("uploads: header and in-memory tail", ("UploadProtocol.dataReceived (", "ReplayProtocol.dataRece")),
     ("socket reads (recv, Twisted's doRead)", ("Connection.doRead (", "_doReadOrWrite (")),

@@ -19,13 +19,13 @@ import time
 from twisted.internet import defer, reactor
 from twisted.python.failure import Failure
 
-from faf_replay.bookkeeping import Bookkeeper
-from faf_replay.database import Database
-from faf_replay.finished import FinishedReplay
-from faf_replay.outbox import Outbox
-from faf_replay.saving import Saver
+from faf_replay.database.bookkeeper import Bookkeeper
+from faf_replay.database.outbox import Outbox
+from faf_replay.database.pool import Database
+from faf_replay.replay.finished import FinishedReplay
+from faf_replay.save.saver import Saver
+from faf_replay.save.workers import WorkerPool
 from faf_replay.settings import Settings
-from faf_replay.workers import WorkerPool
 from tests.recordings import recording, split
 
 

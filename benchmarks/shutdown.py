@@ -32,8 +32,8 @@ from pathlib import Path
 import fafreplay
 
 from benchmarks.load import Rows, Server
+from faf_replay.save.vault import vault_path
 from faf_replay.settings import DEFAULT_SPOOL_NAME
-from faf_replay.vault import vault_path
 from tests.recordings import recording, split
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from faf_replay.client_address import TrustedProxies, TrustedProxiesError
+from faf_replay.accept.client_address import TrustedProxies, TrustedProxiesError
 
 
 class SettingsError(ValueError):

@@ -13,8 +13,8 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from faf_replay.server_tap import Options, makeService
-from faf_replay.services import FafReplayService
+from faf_replay.server.services import FafReplayService
+from faf_replay.server.tap import Options, makeService
 
 FAST = {
     "http-port": "off",

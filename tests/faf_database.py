@@ -11,7 +11,7 @@ from typing import Any
 import MySQLdb
 from twisted.trial.unittest import TestCase
 
-from faf_replay.database_config import DatabaseConfig
+from faf_replay.database.config import DatabaseConfig
 from tests import mariadb
 
 STARTED = 1_700_000_000

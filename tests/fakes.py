@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred, succeed
 
-from faf_replay.finished import FinishedReplay, SaveOutcome
-from faf_replay.game import Game
+from faf_replay.replay.finished import FinishedReplay, SaveOutcome
+from faf_replay.replay.game import Game
 
 
 class FakeUploader:

@@ -23,7 +23,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import eventFromJSON, formatEvent
 
-from faf_replay.connection_header import ConnectionHeaderError, ConnectionHeaderParser
+from faf_replay.accept.header import ConnectionHeaderError, ConnectionHeaderParser
 from tests.clients import WebSocketClient
 from tests.processes import run_twistd
 

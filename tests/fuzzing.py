@@ -19,7 +19,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.internet.task import LoopingCall
 
-from faf_replay.vault import vault_path
+from faf_replay.save.vault import vault_path
 from tests.clients import connect
 from tests.fuzz_server import (
     MAX_UPLOAD_BYTES,

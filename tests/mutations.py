@@ -134,7 +134,7 @@ def header_end(stream: bytes) -> int | None:
 def accepted_header_end(stream: bytes) -> int | None:
     """:func:`header_end` for a header the server takes: within 1 MiB, a
     game version, and a replay version field that starts with ``Replay v``
-    (``faf_replay/replay_header.py``); None for any other."""
+    (``faf_replay/replay/replay_header.py``); None for any other."""
     fields = header_fields(stream)
     end = header_end(stream)
     if end is None or end > 1024 * 1024:

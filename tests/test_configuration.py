@@ -10,7 +10,7 @@ from pathlib import Path
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.options import FLAGS, Options, environment_name, option_name
+from faf_replay.server.options import FLAGS, Options, environment_name, option_name
 from faf_replay.settings import Settings, SettingsError, markdown_table, shown_default
 
 ROOT = Path(__file__).resolve().parent.parent

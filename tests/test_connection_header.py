@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.connection_header import (
+from faf_replay.accept.header import (
     MAX_HEADER_BODY,
     ConnectionHeader,
     ConnectionHeaderError,

@@ -10,16 +10,16 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from faf_replay.bookkeeping import Bookkeeper
-from faf_replay.database import Database, DatabaseClosing, DatabaseError, GameRecord
-from faf_replay.database_config import DatabaseConfig
-from faf_replay.finished import FinishedReplay, SaveOutcome
-from faf_replay.metadata import database_metadata
-from faf_replay.outbox import Outbox
-from faf_replay.saving import Saver
+from faf_replay.database.bookkeeper import Bookkeeper
+from faf_replay.database.config import DatabaseConfig
+from faf_replay.database.outbox import Outbox
+from faf_replay.database.pool import Database, DatabaseClosing, DatabaseError, GameRecord
+from faf_replay.replay.finished import FinishedReplay, SaveOutcome
+from faf_replay.save.metadata import database_metadata
+from faf_replay.save.saver import Saver
+from faf_replay.save.vault import vault_path
+from faf_replay.save.workers import WorkerPool
 from faf_replay.settings import Settings
-from faf_replay.vault import vault_path
-from faf_replay.workers import WorkerPool
 from tests.clients import until
 from tests.faf_database import ENDED, STARTED, FafDatabase
 from tests.logs import CapturedLogs

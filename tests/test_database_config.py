@@ -3,8 +3,8 @@ import os
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.database_config import PASSWORD_VARIABLE, DatabaseConfig, DatabaseConfigError
-from faf_replay.server_tap import Options
+from faf_replay.database.config import PASSWORD_VARIABLE, DatabaseConfig, DatabaseConfigError
+from faf_replay.server.tap import Options
 
 
 class Parsing(SynchronousTestCase):

@@ -15,9 +15,9 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from faf_replay.keepalive import Keepalive, KnownLoss, acknowledged, loss_of
+from faf_replay.accept.keepalive import Keepalive, KnownLoss, acknowledged, loss_of
+from faf_replay.replay.silence import SilenceRule
 from faf_replay.settings import Settings
-from faf_replay.silence import SilenceRule
 from tests.clients import start_server, until
 from tests.logs import CapturedLogs
 from tests.metrics import metric

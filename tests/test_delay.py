@@ -1,6 +1,6 @@
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.delay import DelayWindow
+from faf_replay.replay.delay import DelayWindow
 
 
 class DelayWindowTests(SynchronousTestCase):

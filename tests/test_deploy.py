@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import faf_replay
 import faf_replay.metrics  # registers every metric of the server
-from faf_replay.options import Options
+from faf_replay.server.options import Options
 from faf_replay.settings import Settings
 from tests.processes import run_twistd
 

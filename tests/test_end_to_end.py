@@ -8,8 +8,8 @@ import fafreplay
 from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from faf_replay import save_attempts
-from faf_replay.vault import vault_path
+from faf_replay.save import attempts as save_attempts
+from faf_replay.save.vault import vault_path
 from tests.clients import Uploader, Watcher, connect, start_server, until
 from tests.logs import CapturedLogs
 from tests.recordings import recording, split

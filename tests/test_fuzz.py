@@ -60,10 +60,10 @@ from twisted.logger import LogLevel, eventAsJSON
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from faf_replay.connection_header import ConnectionHeaderError, ConnectionHeaderParser
-from faf_replay.metadata import header_facts
-from faf_replay.replay_header import ReplayHeaderError, ReplayHeaderScanner
-from faf_replay.vault import vault_path
+from faf_replay.accept.header import ConnectionHeaderError, ConnectionHeaderParser
+from faf_replay.replay.replay_header import ReplayHeaderError, ReplayHeaderScanner
+from faf_replay.save.metadata import header_facts
+from faf_replay.save.vault import vault_path
 from tests.clients import connect
 from tests.fuzz_server import (
     OPTIONS,
@@ -388,7 +388,7 @@ class QuietServer(TestCase):
         run = FuzzRun(self, directory)
         run.line_timeout = 2
         yield run.start()
-        run.server.log.ignore.add("faf_replay.upload")
+        run.server.log.ignore.add("faf_replay.replay.upload")
         yield run.run_batch(Batch((), (case,)))
         yield run.stop()
         self.assertEqual([f.kind for f in run.findings], ["no logged outcome"])
@@ -452,7 +452,7 @@ class Regressions(TestCase):
     def test_a_slow_websocket_watcher_gets_the_whole_replay(self):
         """Found while chasing a false alarm of the harness (see
         :func:`connect_websocket`): the server ends a WebSocket watcher with a
-        close frame and ``closeHandshakeTimeout=5`` (``faf_replay/websocket.py``;
+        close frame and ``closeHandshakeTimeout=5`` (``faf_replay/accept/websocket.py``;
         4 to 5 s, txaio floors its deadlines to a whole second), then drops the
         TCP connection: a watcher still reading what the server's buffers hold
         loses the end of the replay, while the log says "whole replay sent".

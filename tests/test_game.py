@@ -4,10 +4,10 @@ import statistics
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.finished import SaveOutcome
-from faf_replay.game import Game, Refusal, State
-from faf_replay.registry import GameRegistry
-from faf_replay.save_attempts import SAVE_RETRY_FIRST, SAVE_RETRY_MAX
+from faf_replay.replay.finished import SaveOutcome
+from faf_replay.replay.game import Game, Refusal, State
+from faf_replay.replay.registry import GameRegistry
+from faf_replay.save.attempts import SAVE_RETRY_FIRST, SAVE_RETRY_MAX
 from faf_replay.settings import Settings
 from tests.fakes import FakeUploader, FakeWatcher, Saves
 from tests.logs import CapturedLogs

@@ -87,7 +87,7 @@ class ImageContents(SynchronousTestCase):
         )  # fmt: skip
         self.assertEqual(compilers.stdout.strip(), "")
         # mysqlclient loads libmariadb; the server's modules import.
-        script = "import MySQLdb, sentry_sdk, yaml, faf_replay.server_tap; print(MySQLdb.version_info[0])"
+        script = "import MySQLdb, sentry_sdk, yaml, faf_replay.server.tap; print(MySQLdb.version_info[0])"
         result = containers.run(
             "run", "--rm", *containers.limits(), "--entrypoint", "python", self.image, "-c", script
         )

@@ -19,7 +19,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from faf_replay.websocket import MAX_MESSAGE
+from faf_replay.accept.websocket import MAX_MESSAGE
 from tests.clients import (
     JavaClient,
     Uploader,

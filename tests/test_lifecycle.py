@@ -6,13 +6,13 @@ from pathlib import Path
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.lifecycle import TRANSITIONS, Lifecycle, State, diagram
-from faf_replay.protocol import MOVES, Phase, ReplayProtocol
-from faf_replay.registry import GameRegistry
-from faf_replay.retry import Retry
+from faf_replay.accept.replay_protocol import MOVES, Phase, ReplayProtocol
+from faf_replay.replay.lifecycle import TRANSITIONS, Lifecycle, State, diagram
+from faf_replay.replay.registry import GameRegistry
+from faf_replay.replay.stream import UploadStream
+from faf_replay.replay.uploads import UploadRecord
+from faf_replay.save.retry import Retry
 from faf_replay.settings import Settings
-from faf_replay.stream import UploadStream
-from faf_replay.uploads import UploadRecord
 from tests.fakes import Saves
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

@@ -3,8 +3,8 @@
 from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.limits import RESERVED_FILES, ConnectionLimits, Place, connections_that_fit
-from faf_replay.server_tap import _fit_open_files
+from faf_replay.accept.limits import RESERVED_FILES, ConnectionLimits, Place, connections_that_fit
+from faf_replay.server.tap import _fit_open_files
 from faf_replay.settings import Settings
 from tests.logs import CapturedLogs
 from tests.metrics import metric

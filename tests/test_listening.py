@@ -7,7 +7,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
-from faf_replay.listening import is_listening, listening
+from faf_replay.server.listening import is_listening, listening
 
 
 class Listening(TestCase):

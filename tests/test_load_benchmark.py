@@ -191,6 +191,8 @@ class Ratios(SynchronousTestCase):
         self.assertEqual(dict(variants(args))["anchor aio-py311"]["anchor_path"], ["/a/aio-py311"])
         at_19 = argparse.Namespace(zstd_level=19, anchor_path=None)
         self.assertEqual([name for name, _ in variants(at_19)], ["faf-replay", "floor", "floor-every-write"])
+        before = argparse.Namespace(zstd_level=19, anchor_path=None, before="/a/faf-replay-then")
+        self.assertEqual(dict(variants(before))["faf-replay before"]["checkout"], "/a/faf-replay-then")
 
 
 class FloorRelay(SynchronousTestCase):
@@ -297,11 +299,11 @@ class ProfileAreas(SynchronousTestCase):
         "run (a.py:1);EPollReactor.doPoll (twisted/internet/epollreactor.py:227) 40\n",
         "run (a.py:1);Connection.doRead (twisted/internet/tcp.py:278) 30\n",
         "run (a.py:1);Connection.doRead (twisted/internet/tcp.py:285);"
-        "UploadProtocol.dataReceived (faf_replay/upload.py:80);"
+        "UploadProtocol.dataReceived (faf_replay/replay/upload.py:80);"
         "FileDescriptor.pauseProducing (twisted/internet/abstract.py:519) 10\n",
-        "Thread.run (threading.py:982);Saver._write (faf_replay/saving.py:162);"
-        "write_replay (faf_replay/vault.py:121);encode_replay (faf_replay/vault.py:89) 15\n",
-        "Thread.run (threading.py:982);Saver._write (faf_replay/saving.py:162);"
+        "Thread.run (threading.py:982);Saver._write (faf_replay/save/saver.py:162);"
+        "write_replay (faf_replay/save/vault.py:121);encode_replay (faf_replay/save/vault.py:89) 15\n",
+        "Thread.run (threading.py:982);Saver._write (faf_replay/save/saver.py:162);"
         "Logger.info (twisted/logger/_logger.py:311) 5\n",
         "not a stack line\n",
     ]

@@ -18,8 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from faf_replay import error_reporting
-from faf_replay.server_tap import log_observer
+from faf_replay.server import error_reporting
+from faf_replay.server.tap import log_observer
 from tests.clients import Uploader, connect, until
 from tests.processes import run_twistd
 from tests.recordings import recording
@@ -42,7 +42,7 @@ class JsonLogs(TestCase):
         twistd.process.signalProcess("TERM")
         self.assertEqual((yield twistd.exited), 0)
         events = [json.loads(line) for line in twistd.output.splitlines() if line.strip()]
-        [saved] = [e for e in events if e.get("log_namespace") == "faf_replay.saving"]
+        [saved] = [e for e in events if e.get("log_namespace") == "faf_replay.save.saver"]
         self.assertEqual(saved["game_id"], 5)
         self.assertEqual(saved["log_level"]["name"], "info")
 

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.merge import QuorumMerge, StallRule, common_prefix
+from faf_replay.replay.merge import QuorumMerge, StallRule, common_prefix
 from tests.recordings import DIVERGING, recording, split
 
 

@@ -3,8 +3,8 @@ import json
 import fafreplay
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.best_effort import guarded
-from faf_replay.metadata import header_facts, login_from_name, replay_ticks, standalone_metadata
+from faf_replay.save.best_effort import guarded
+from faf_replay.save.metadata import header_facts, login_from_name, replay_ticks, standalone_metadata
 from tests.recordings import DATA, poisoned, recording, split
 
 SPEC_KEYS = {

@@ -1,7 +1,7 @@
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.server_tap import Options
+from faf_replay.server.tap import Options
 from faf_replay.settings import Settings, SettingsError
 
 

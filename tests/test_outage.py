@@ -16,8 +16,8 @@ import fafreplay
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from faf_replay.database_config import PASSWORD_VARIABLE
-from faf_replay.vault import vault_path
+from faf_replay.database.config import PASSWORD_VARIABLE
+from faf_replay.save.vault import vault_path
 from tests import mariadb
 from tests.clients import Uploader, connect, until
 from tests.faf_database import FafDatabase

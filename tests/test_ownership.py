@@ -20,7 +20,7 @@ import fafreplay
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from faf_replay.vault import vault_path
+from faf_replay.save.vault import vault_path
 from tests.clients import Uploader, connect, until
 from tests.processes import run_twistd
 from tests.recordings import recording

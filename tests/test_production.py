@@ -25,7 +25,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from faf_replay.vault import vault_path
+from faf_replay.save.vault import vault_path
 from tests import mariadb
 from tests.clients import Uploader, Watcher, connect, connect_websocket, until
 from tests.faf_database import FafDatabase

@@ -9,13 +9,13 @@ from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.database import DatabaseError, GameStatus
-from faf_replay.download import DownloadProtocol
-from faf_replay.game import State
-from faf_replay.protocol import ReplayFactory, ReplayProtocol
-from faf_replay.registry import GameRegistry
+from faf_replay.accept.replay_protocol import ReplayFactory, ReplayProtocol
+from faf_replay.database.pool import DatabaseError, GameStatus
+from faf_replay.replay.download import DownloadProtocol
+from faf_replay.replay.game import State
+from faf_replay.replay.registry import GameRegistry
+from faf_replay.replay.upload import UploadProtocol
 from faf_replay.settings import Settings
-from faf_replay.upload import UploadProtocol
 from tests.fakes import Saves
 from tests.logs import CapturedLogs
 from tests.metrics import metric

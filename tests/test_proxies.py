@@ -25,18 +25,18 @@ from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from faf_replay.client_address import (
+from faf_replay.accept.client_address import (
     CLOUDFLARE,
     TrustedProxies,
     TrustedProxiesError,
     forwarded_client,
     read_ranges,
 )
-from faf_replay.protocol import ReplayProtocol
-from faf_replay.proxy_header import V2_SIGNATURE, ProxiedClient, ProxyHeaderError, ProxyHeaderParser
-from faf_replay.proxy_protocol import HEADER_TIMEOUT, ProxiedConnection, ProxyProtocolFactory
+from faf_replay.accept.proxied import HEADER_TIMEOUT, ProxiedConnection, ProxyProtocolFactory
+from faf_replay.accept.proxy_header import V2_SIGNATURE, ProxiedClient, ProxyHeaderError, ProxyHeaderParser
+from faf_replay.accept.replay_protocol import ReplayProtocol
+from faf_replay.save.vault import vault_path
 from faf_replay.settings import Settings
-from faf_replay.vault import vault_path
 from tests.clients import Uploader, WebSocketClient, connect, start_server, until
 from tests.logs import CapturedLogs
 from tests.metrics import metric

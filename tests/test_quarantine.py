@@ -10,9 +10,9 @@ from pathlib import Path
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from faf_replay import saving
+from faf_replay.save import saver as saving
+from faf_replay.save.vault import vault_path
 from faf_replay.settings import DEFAULT_SPOOL_NAME
-from faf_replay.vault import vault_path
 from tests.clients import Uploader, connect, start_server, until
 from tests.logs import CapturedLogs
 from tests.metrics import metric

@@ -5,7 +5,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.replay_header import MAX_HEADER_SIZE, ReplayHeaderError, ReplayHeaderScanner, map_folder
+from faf_replay.replay.replay_header import (
+    MAX_HEADER_SIZE,
+    ReplayHeaderError,
+    ReplayHeaderScanner,
+    map_folder,
+)
 from tests.recordings import ALL, recording, split
 
 

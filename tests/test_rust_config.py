@@ -10,9 +10,9 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay import rust_config
-from faf_replay.options import Options
-from faf_replay.server_tap import makeService
+from faf_replay.server import rust_config
+from faf_replay.server.options import Options
+from faf_replay.server.tap import makeService
 from faf_replay.settings import Settings, SettingsError
 from tests.logs import CapturedLogs
 

@@ -7,14 +7,14 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from faf_replay import saving
-from faf_replay.database import GameRecord
-from faf_replay.finished import FinishedReplay, SaveOutcome
-from faf_replay.outbox import Entry, Outbox
-from faf_replay.saving import Saver
+from faf_replay.database.outbox import Entry, Outbox
+from faf_replay.database.pool import GameRecord
+from faf_replay.replay.finished import FinishedReplay, SaveOutcome
+from faf_replay.save import saver as saving
+from faf_replay.save.saver import Saver
+from faf_replay.save.vault import vault_path
+from faf_replay.save.workers import WorkerPool
 from faf_replay.settings import Settings
-from faf_replay.vault import vault_path
-from faf_replay.workers import WorkerPool
 from tests.filesystems import linkless_directory
 from tests.logs import CapturedLogs
 from tests.metrics import metric

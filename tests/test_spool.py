@@ -11,18 +11,18 @@ import fafreplay
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay import quarantine
-from faf_replay.finished import SaveOutcome
-from faf_replay.game import State
-from faf_replay.registry import GameRegistry
-from faf_replay.save_attempts import SAVE_RETRY_FIRST, SAVE_RETRY_MAX
+from faf_replay.replay.finished import SaveOutcome
+from faf_replay.replay.game import State
+from faf_replay.replay.registry import GameRegistry
+from faf_replay.replay.stream import WRITE_AT, RawStore, UploadStream
+from faf_replay.replay.uploads import UploadRecord
+from faf_replay.save.attempts import SAVE_RETRY_FIRST, SAVE_RETRY_MAX
+from faf_replay.save.vault import vault_path
 from faf_replay.settings import Settings
-from faf_replay.spool import Spool, run_now
-from faf_replay.spool_files import Descriptors, SpoolFile
-from faf_replay.spool_sync import SpoolSync
-from faf_replay.stream import WRITE_AT, RawStore, UploadStream
-from faf_replay.uploads import UploadRecord
-from faf_replay.vault import vault_path
+from faf_replay.spool.files import Descriptors, SpoolFile
+from faf_replay.spool.spool import Spool, run_now
+from faf_replay.spool.sync import SpoolSync
+from faf_replay.tools import unquarantine as quarantine
 from tests.fakes import FakeUploader, FakeWatcher, Saves
 from tests.logs import CapturedLogs
 from tests.metrics import metric

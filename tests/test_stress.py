@@ -18,7 +18,7 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.trial.unittest import TestCase
 
-from faf_replay.vault import vault_path
+from faf_replay.save.vault import vault_path
 from tests.clients import Uploader, Watcher, connect, start_server, until
 from tests.logs import CapturedLogs
 from tests.recordings import recording

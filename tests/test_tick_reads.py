@@ -17,9 +17,9 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
-from faf_replay.connection import connection_of
-from faf_replay.proxy_protocol import ProxiedConnection
-from faf_replay.tick_reads import BURST, PausingReads, SocketReads, TickReads, reads_for
+from faf_replay.accept.connection import connection_of
+from faf_replay.accept.proxied import ProxiedConnection
+from faf_replay.replay.tick_reads import BURST, PausingReads, SocketReads, TickReads, reads_for
 
 
 class Collecting(Protocol):

@@ -14,8 +14,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.selectreactor import SelectReactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from faf_replay.signals import ExitCleanlyOnSignal
-from faf_replay.vault import vault_path
+from faf_replay.save.vault import vault_path
+from faf_replay.server.signals import ExitCleanlyOnSignal
 from tests.clients import Uploader, Watcher, connect
 from tests.processes import Twistd, run_twistd
 from tests.recordings import recording

@@ -11,10 +11,10 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from faf_replay import vault as vault_module
-from faf_replay.outbox import Entry, Outbox, complete_metadata
-from faf_replay.spool import Spool
-from faf_replay.vault import ReplayExistsError, encode_replay, refuses_links, vault_path, write_replay
+from faf_replay.database.outbox import Entry, Outbox, complete_metadata
+from faf_replay.save import vault as vault_module
+from faf_replay.save.vault import ReplayExistsError, encode_replay, refuses_links, vault_path, write_replay
+from faf_replay.spool.spool import Spool
 from tests.clients import Uploader, connect, start_server, until
 from tests.filesystems import linkless_directory
 from tests.logs import CapturedLogs

@@ -13,7 +13,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
-from faf_replay.web import wants_metrics
+from faf_replay.server.web import wants_metrics
 from tests.clients import Uploader, Watcher, connect, start_server, until
 from tests.metrics import metric
 from tests.recordings import recording

@@ -13,8 +13,8 @@ from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
-from faf_replay.signed_url import sign
-from faf_replay.websocket import MessageTransport
+from faf_replay.accept.signed_url import sign
+from faf_replay.accept.websocket import MessageTransport
 from tests import test_end_to_end as over_tcp
 from tests.clients import Uploader, Watcher, WebSocketClient, connect, connect_websocket, start_server, until
 from tests.logs import CapturedLogs

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.websocket_pings import Pings
+from faf_replay.accept.websocket_pings import Pings
 
 
 class Peer:

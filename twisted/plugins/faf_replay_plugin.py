@@ -2,7 +2,7 @@ from twisted.application.service import ServiceMaker
 
 faf_replay = ServiceMaker(
     "faf-replay",
-    "faf_replay.server_tap",
+    "faf_replay.server.tap",
     "The live replay server of Forged Alliance Forever",
     "faf-replay",
 )

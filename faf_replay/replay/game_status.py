@@ -1,0 +1,30 @@
+"""What the live-games API (``/games``, the page at ``/``) says of a game."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from faf_replay.replay.lifecycle import State
+
+if TYPE_CHECKING:
+    from faf_replay.replay.game import Game
+
+
+def game_status(game: Game, now: float, delay: float) -> dict[str, object]:
+    if game.visible or game.finished or not game.uploader_count:
+        watchable_in = 0.0 if game.header is not None else float(delay)
+    elif game.first_body_at is None:
+        watchable_in = float(delay)  # no body yet: at least the whole delay
+    else:
+        watchable_in = max(0.0, game.first_body_at + delay - now)
+    return {
+        "game_id": game.game_id,
+        "uploaders": game.uploader_count,
+        "watchers": game.watcher_count,
+        "merged_bytes": game.merged_length,
+        "visible_bytes": game.visible,
+        "seconds_since_start": round(max(0.0, now - game.started_at), 1),
+        "watchable_in": round(watchable_in, 1),
+        "ending": game.state is not State.ACCEPTING or not game.uploader_count,
+        "state": game.state.value,
+    }

@@ -1,0 +1,289 @@
+"""The registry: every running game by id, shared by all connections.
+
+Uploaders and watchers find their game here (``upload``/``watch``). The
+registry drives time for all games with one timer (games tick in groups spread
+over the sample interval), and it remembers recently saved game ids so that a
+late uploader cannot start a second, shorter replay of a game that is already
+in the vault. With ``--require-known-game`` it asks the database before a new
+game starts (``admit_upload``). On shutdown it ends every game and waits until
+each is saved.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from faf_replay import metrics
+from faf_replay.database.pool import Database, DatabaseError, GameStatus
+from faf_replay.replay.finished import SaveFunction
+from faf_replay.replay.game import Game, Refusal, State
+from faf_replay.replay.stream import UploadStream
+from faf_replay.save.best_effort import guarded
+from faf_replay.settings import Settings
+from faf_replay.spool.spool import GameSpool, Spool
+
+log = Logger()
+
+
+class GameRegistry(Service):
+    #: Seconds a saved game's id keeps refusing new uploaders.
+    remember_ended = 3600.0
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: IReactorTime,
+        save: SaveFunction,
+        database: Database | None = None,
+        spool: Spool | None = None,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._save = save
+        self._database = database
+        self._spool = spool
+        self._admissions: dict[int, list[Deferred]] = {}
+        self.games: dict[int, Game] = {}
+        #: The running games by tick group (``game_id % tick_groups``).
+        self._groups: list[dict[int, Game]] = [{} for _ in range(self.tick_groups)]
+        self._ended: dict[int, float] = {}
+        self._done_waiters: dict[int, list[Deferred]] = {}
+        self._ticker = LoopingCall.withCount(self._tick_groups)
+        self._ticker.clock = clock
+        self._group = 0
+
+    # -- finding games --------------------------------------------------------
+
+    def game_for_upload(self, game_id: int) -> tuple[Game | None, Refusal | None]:
+        """The game an uploader joins, created if needed; or None and why not."""
+        game = self.games.get(game_id)
+        if game is not None:
+            refusal = game.uploader_refusal()
+            return (None, refusal) if refusal else (game, None)
+        if not self.running:
+            return None, Refusal("shutting down", "the server is shutting down")
+        if game_id in self._ended:
+            return None, Refusal("game ended", "its replay has already been saved")
+        game = Game(
+            game_id, self.settings, self._clock, self._save, self._game_done, spool=self._game_spool(game_id)
+        )
+        self._add(game)
+        log.info("game {game_id}: replay started", game_id=game_id)
+        return game, None
+
+    def _game_spool(self, game_id: int) -> GameSpool | None:
+        if self._spool is None:
+            return None
+        try:
+            return self._spool.game(game_id, self._clock.seconds())
+        except OSError as error:
+            metrics.spool_errors.inc()
+            log.error(
+                "game {game_id}: cannot create its spool folder ({why}); keeping it in memory",
+                game_id=game_id,
+                why=str(error),
+            )
+            return None
+
+    def recover(self) -> None:
+        """Bring back the games a previous run left in the spool (a crash, a
+        power loss, a save that never succeeded). Each waits ``grace`` seconds
+        for its uploaders to come back, then is saved like any other."""
+        if self._spool is None:
+            return
+        for found in self._spool.recover():
+            if found.game_id in self.games:
+                continue
+            streams, why = guarded(
+                lambda found=found: [UploadStream.recovered(u.name, u.file) for u in found.uploads]
+            )
+            why = found.problem or why
+            if why is not None or streams is None:
+                metrics.quarantined_replays.inc()
+                where = found.spool.quarantine(f"cannot recover it: {why}", self._clock.seconds())
+                log.error(
+                    "game {game_id}: cannot recover it from the spool ({why}); kept in quarantine at {where}",
+                    game_id=found.game_id,
+                    why=why,
+                    where=str(where),
+                )
+                continue
+            game = Game(
+                found.game_id,
+                self.settings,
+                self._clock,
+                self._save,
+                self._game_done,
+                spool=found.spool,
+                started_at=found.started_at,
+            )
+            for stream in streams:
+                game.add_recovered(stream)
+            self._add(game)
+            metrics.recovered_replays.inc()
+            log.info(
+                "game {game_id}: recovered from the spool ({uploads} upload(s), {size} bytes); "
+                "waiting {grace:g} s for its uploaders",
+                game_id=found.game_id,
+                uploads=len(found.uploads),
+                size=sum(upload.file.size for upload in found.uploads),
+                grace=self.settings.grace,
+            )
+
+    def needs_admission(self, game_id: int) -> bool:
+        """Whether an upload for this game must wait for :meth:`admit_upload`."""
+        if not self.settings.require_known_game or self._database is None:
+            return False
+        game = self.games.get(game_id)
+        return game is None or game.state is not State.ACCEPTING
+
+    def admit_upload(self, game_id: int) -> Deferred:
+        """Ask the database whether this game may start; fires with None, or why not.
+
+        Uploads arriving together for one game share one question. A database
+        that cannot answer lets the upload in: a replay is worth more than the
+        check.
+        """
+        waiter: Deferred = Deferred()
+        waiting = self._admissions.setdefault(game_id, [])
+        waiting.append(waiter)
+        if len(waiting) == 1:
+            assert self._database is not None
+            d = self._database.game_status(game_id)
+            d.addCallbacks(self._admission, self._admission_unknown, errbackArgs=(game_id,))
+            d.addCallback(self._answer_admission, game_id)
+        return waiter
+
+    def _admission(self, status: GameStatus | None) -> str | None:
+        if status is None:
+            return "the database does not know this game"
+        if status.replay_available:
+            return "its replay is already saved"
+        window = self.settings.known_game_window
+        if status.ended_at is not None and status.ended_at < self._clock.seconds() - window:
+            return f"it ended more than {window:g} s ago"
+        return None
+
+    def _admission_unknown(self, failure: Failure, game_id: int) -> None:
+        failure.trap(DatabaseError)
+        log.warn(
+            "game {game_id}: cannot ask the database whether it is known ({why}); accepting the upload",
+            game_id=game_id,
+            why=str(failure.value),
+        )
+
+    def _answer_admission(self, refusal: str | None, game_id: int) -> None:
+        for waiter in self._admissions.pop(game_id, []):
+            waiter.callback(refusal)
+
+    def game_for_watch(self, game_id: int) -> tuple[Game | None, Refusal | None]:
+        """The game a watcher joins; or None and why not."""
+        game = self.games.get(game_id)
+        if game is None:
+            return None, Refusal("unknown game", "no live replay")
+        refusal = game.watcher_refusal()
+        return (None, refusal) if refusal else (game, None)
+
+    def when_done(self, game_id: int) -> Deferred:
+        """Fires once the game with this id is saved and its watchers are gone."""
+        d: Deferred = Deferred()
+        if game_id in self._ended and game_id not in self.games:
+            d.callback(None)
+        else:
+            self._done_waiters.setdefault(game_id, []).append(d)
+        return d
+
+    def _add(self, game: Game) -> None:
+        self.games[game.game_id] = game
+        self._groups[game.game_id % self.tick_groups][game.game_id] = game
+        metrics.running_replays.inc()
+
+    def _game_done(self, game: Game) -> None:
+        if self.games.get(game.game_id) is game:
+            del self.games[game.game_id]
+            del self._groups[game.game_id % self.tick_groups][game.game_id]
+            metrics.running_replays.dec()
+        self._ended[game.game_id] = self._clock.seconds()
+        for waiter in self._done_waiters.pop(game.game_id, []):
+            waiter.callback(None)
+
+    # -- time -----------------------------------------------------------------
+
+    #: Games tick in this many groups spread over a sample interval (by game
+    #: id), so that no tick holds the reactor for every game at once.
+    tick_groups = 20
+    #: A group publishes (merges what the delay allows, tells watchers) this
+    #: many group periods after it sampled (read its uploads), a twentieth of
+    #: the interval. The delay compares the time of a sample with
+    #: ``now - delay`` at a later publish: were both taken at the same point of
+    #: their timer call, the few milliseconds a timer runs late would decide, at
+    #: random, whether a sample is old enough now or only a whole interval later.
+    publish_after = 1
+
+    def _tick_groups(self, count: int) -> None:
+        """The timer fired ``count`` group periods after its last call."""
+        for _ in range(min(count, self.tick_groups)):
+            self._tick_group(self._group)
+            self._group = (self._group + 1) % self.tick_groups
+
+    def _tick_group(self, group: int) -> None:
+        self._each_game((group - self.publish_after) % self.tick_groups, "publish")
+        self._each_game(group, "sample")
+        self._after_group(group)
+
+    def _after_group(self, group: int) -> None:
+        if self._spool is not None:
+            self._spool.send()  # what the group's uploads brought, to the spool's writer
+        if group == 0:
+            horizon = self._clock.seconds() - self.remember_ended
+            for game_id, ended in list(self._ended.items()):
+                if ended < horizon:
+                    del self._ended[game_id]
+
+    def _each_game(self, group: int, step: str) -> None:
+        """``step`` (``sample``, ``publish`` or ``tick``) of every game of ``group``."""
+        now = self._clock.seconds()
+        for game in list(self._groups[group].values()):
+            try:
+                getattr(game, step)(now)
+            except Exception:
+                # One game's trouble (say a spool file that cannot be read back
+                # right now) must not stop the timer every game ticks on.
+                metrics.tick_errors.inc()
+                log.failure("game {game_id}: its tick failed", game_id=game.game_id)
+
+    def tick(self) -> None:
+        """Tick every game now, both halves."""
+        for group in range(self.tick_groups):
+            self._each_game(group, "tick")
+            self._after_group(group)
+
+    # -- service --------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.recover()
+        self._ticker.start(self.settings.sample_interval / self.tick_groups, now=False)
+
+    def stopService(self) -> Deferred:
+        """End every game, wait until each is saved, then close the watchers."""
+        super().stopService()
+        if self._ticker.running:
+            self._ticker.stop()
+        games = list(self.games.values())
+        if not games:
+            return succeed(None)
+        log.info("shutting down: ending {count} running replay(s)", count=len(games))
+        saves = [game.end("server shutdown") for game in games]
+
+        def close_watchers(_: object) -> None:
+            for game in games:
+                game.stop_retrying()
+                game.close_watchers()
+
+        return DeferredList(saves, consumeErrors=True).addCallback(close_watchers)

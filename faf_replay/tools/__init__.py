@@ -1,0 +1,1 @@
+"""Programs an operator runs by hand."""
