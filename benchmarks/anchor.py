@@ -21,7 +21,7 @@ benchmark's timings: the same delay and grace as faf-replay's run, watchers
 served once a second (faf-replay's ``--sample-interval``), a quorum of 2,
 linger 1 s. It cannot save without FAF's database (a game without a
 ``game_stats`` row is not saved), so it always runs against the test suite's
-private MariaDB (``benchmarks.load.Rows``) with a ``table_map`` view, the
+private MariaDB (``benchmarks.load.rows.Rows``) with a ``table_map`` view, the
 table its query joins that FAF has since replaced by ``map_version``, and a
 login of its own (its pymysql cannot send the suite's non-ASCII password).
 It always compresses at zstd level 19. Its files are the same ``.fafreplay``
@@ -76,7 +76,7 @@ def read_fafreplay(data: bytes) -> bytes | None:
 
 def prepare_database(rows) -> None:
     """What the anchor needs of the benchmark's database beyond FAF's tables (see the module)."""
-    from tests import mariadb  # noqa: PLC0415
+    from tests.support import mariadb  # noqa: PLC0415
 
     with rows.connection.cursor() as cursor:
         cursor.execute("CREATE VIEW table_map AS SELECT id, filename FROM map_version")

@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.fuzz --minutes 5 [--seed S] [--cases 16] [--honest 2]
                                         [--session 20] [--no-shrink] [--keep DIR]
 
-The same machinery as ``tests/test_fuzz.py`` (which runs a fixed share of it
+The same machinery as ``tests/system/test_fuzz.py`` (which runs a fixed share of it
 in CI): a ``twistd faf-replay`` subprocess with a JSON log and fast timers, on
 its own vault and spool. Each session runs ``--session`` batches (each
 ``--honest`` honest games beside ``--cases`` fuzzed cases, drawn by hypothesis
@@ -35,16 +35,16 @@ from typing import Any
 
 from twisted.internet import defer, task
 
-from tests.fuzz_server import code
-from tests.fuzzing import Finding, FuzzRun, fuzz
-from tests.mutations import Batch, Case, Honest, batches, draw, simpler_batches
+from tests.support.fuzz_server import code
+from tests.support.fuzzing import Finding, FuzzRun, fuzz
+from tests.support.mutations import Batch, Case, Honest, batches, draw, simpler_batches
 
 #: Findings that need the whole session (a fresh server, SIGTERM, the restart) to show.
 WHOLE_SESSION = {"crash", "exit code", "left in spool", "honest game quarantined", "unreadable replay"}
 
 
 class Owner:
-    """What ``tests.processes.run_twistd`` asks of a test: cleanups."""
+    """What ``tests.support.processes.run_twistd`` asks of a test: cleanups."""
 
     def __init__(self) -> None:
         self.cleanups: list[Any] = []

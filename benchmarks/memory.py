@@ -25,9 +25,9 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 
-from benchmarks.load import Server
+from benchmarks.load.server import Server
 from faf_replay.settings import DEFAULT_SPOOL_NAME
-from tests.recordings import recording, split
+from tests.support.recordings import recording, split
 
 
 def rss_kib(server: Server) -> int:

@@ -1,6 +1,6 @@
 """A server under test, as the load benchmark sees it: one subprocess.
 
-faf-replay (``benchmarks.load.Server``), the floor (``benchmarks.floor.FloorProcess``)
+faf-replay (``benchmarks.load.server.Server``), the floor (``benchmarks.floor.FloorProcess``)
 and the asyncio anchor (``benchmarks.anchor.Anchor``) are all measured the
 same way, from outside: CPU (user + system of every thread) and memory from
 ``/proc``, the listening port from the server's own log. What only some of

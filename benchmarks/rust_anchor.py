@@ -18,7 +18,7 @@ shortens for every server alike: ``delay_s`` and
 
 Its queries read more of FAF's schema than faf-replay's do (the host's login,
 the featured mod's name, the map's file name, the players of each game and the
-featured mod's update tables): ``benchmarks.load.Rows`` fills every one of
+featured mod's update tables): ``benchmarks.load.rows.Rows`` fills every one of
 them. Its files are ``.fafreplay`` like ours; it creates a file before writing
 it, so a file counts as saved once its zstd frame is complete.
 """
@@ -61,7 +61,7 @@ class RustAnchor(Process):
     def __init__(
         self, workdir: Path, binary: str, rows, *, delay: float, grace: float, zstd_level: int
     ) -> None:
-        from tests import mariadb  # noqa: PLC0415
+        from tests.support import mariadb  # noqa: PLC0415
 
         self.binary = Path(binary).resolve()
         if not os.access(self.binary, os.X_OK):

@@ -26,7 +26,7 @@ from faf_replay.replay.finished import FinishedReplay
 from faf_replay.save.saver import Saver
 from faf_replay.save.workers import WorkerPool
 from faf_replay.settings import Settings
-from tests.recordings import recording, split
+from tests.support.recordings import recording, split
 
 
 class _Cleanups:
@@ -43,7 +43,7 @@ class _Cleanups:
 
 @defer.inlineCallbacks
 def measure(runs: int, name: str, level: int):
-    from tests.faf_database import FafDatabase  # noqa: PLC0415 - starts MariaDB
+    from tests.support.faf_database import FafDatabase  # noqa: PLC0415 - starts MariaDB
 
     cleanups = _Cleanups()
     db = FafDatabase(cleanups)  # type: ignore[arg-type]

@@ -31,10 +31,11 @@ from pathlib import Path
 
 import fafreplay
 
-from benchmarks.load import Rows, Server
+from benchmarks.load.rows import Rows
+from benchmarks.load.server import Server
 from faf_replay.save.vault import vault_path
 from faf_replay.settings import DEFAULT_SPOOL_NAME
-from tests.recordings import recording, split
+from tests.support.recordings import recording, split
 
 
 def stream_for(minutes: float) -> bytes:

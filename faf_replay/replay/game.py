@@ -2,27 +2,21 @@
 
 A :class:`Game` owns the game's uploads (one :class:`~faf_replay.replay.uploads.UploadRecord`
 each), its merge, its delay window and its watchers, and it moves through the
-lifecycle of ``lifecycle.py`` (the diagram: ``docs/lifecycle.dot``), always by
-:meth:`Game._move`::
-
-    ACCEPTING ──(no upload holding it for `grace` s / forced end / shutdown)──▶ SAVING
-    SAVING ──(saved, already there, nothing to save, or quarantined)──▶ DRAINING
-    DRAINING ──(last watcher gone / drain timeout)──▶ DONE
-
-Its save, with retries and quarantine, is ``save/attempts.py``'s. Time comes
-from the clock passed in (the reactor, or a ``Clock`` in tests); the registry
-calls :meth:`Game.tick` once per sample interval, and that is the only place
-merging and publishing happen; whom the game waits for then (the stall and
-silence rules) is ``waiting.py``'s to say. With a spool, every upload is on
-disk as it arrives and the game's spool folder is removed only once its replay
-is safe.
+lifecycle of ``lifecycle.py`` (ACCEPTING, SAVING, DRAINING, DONE; the diagram:
+``docs/lifecycle.dot``), always by :meth:`Game._move`. Its save, with retries
+and quarantine, is ``save/attempts.py``'s. Time comes from the clock passed in
+(the reactor, or a ``Clock`` in tests); the registry calls :meth:`Game.tick`
+once per sample interval, the only place merging and publishing happen; whom
+the game waits for then is ``waiting.py``'s to say. With a spool, every upload
+is on disk as it arrives and the game's spool folder is removed only once its
+replay is safe.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, replace
+from functools import partial
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -35,24 +29,19 @@ from faf_replay.replay.game_status import game_status
 from faf_replay.replay.lifecycle import Lifecycle, State
 from faf_replay.replay.merge import QuorumMerge
 from faf_replay.replay.slices import SliceCache
-from faf_replay.replay.stream import RawStore, UploadStream
+from faf_replay.replay.stream import UploadStream
 from faf_replay.replay.uploads import Uploader, UploadRecord, Uploads
 from faf_replay.replay.waiting import Waiting
+from faf_replay.replay.watchers import Watcher, Watchers
 from faf_replay.save.attempts import SaveAttempts
 from faf_replay.save.metadata import login_from_name
 from faf_replay.settings import Settings
 from faf_replay.spool.spool import GameSpool
+from faf_replay.spool.streams import spooled_stream
 
 __all__ = ["Game", "Refusal", "State", "Uploader", "Watcher"]
 
 log = Logger()
-
-
-class Watcher(Protocol):
-    def game_updated(self) -> None:
-        """More of the replay can be sent, or the game finished."""
-
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -99,8 +88,7 @@ class Game:
         self._window = DelayWindow(settings.delay)
         self._longest = 0
         self._uploads = Uploads()
-        self._watchers: set[Watcher] = set()
-        self._peak_watchers = 0
+        self._watchers = Watchers()
         self._slices = SliceCache(lambda start, end: bytes(self._merge.canonical[start:end]))
         self._saving: SaveAttempts | None = None
         self._retrying = True
@@ -126,7 +114,7 @@ class Game:
             else:
                 self._drain_call = self._clock.callLater(self._settings.drain_timeout, self.close_watchers)
         elif to is State.DONE:
-            metrics.watchers_per_replay.observe(self._peak_watchers)
+            metrics.watchers_per_replay.observe(self._watchers.peak)
             if self.spool is not None:
                 self.spool.remove()  # the replay is safe and no watcher reads the uploads any more
             _cancel(self._drain_call)
@@ -138,24 +126,7 @@ class Game:
 
     def new_stream(self, name: str) -> UploadStream:
         """A stream for a new uploader, spooled to disk when the game has a spool."""
-        if self.spool is None:
-            return UploadStream(name)
-        store = RawStore(
-            self.spool.new_upload(name),
-            self.spool.spool.write,
-            on_error=lambda error: self._spool_failed(name, error),
-            interval=self._settings.spool_sync,
-        )
-        return UploadStream(name, store)
-
-    def _spool_failed(self, name: str, error: OSError) -> None:
-        metrics.spool_errors.inc()
-        log.error(
-            "game {game_id}: cannot spool upload {name!r} ({why}); keeping it in memory",
-            game_id=self.game_id,
-            name=name,
-            why=str(error),
-        )
+        return spooled_stream(self.game_id, name, self.spool, self._settings.spool_sync)
 
     def add_recovered(self, stream: UploadStream) -> None:
         """An upload a previous run spooled; it has ended, but counts like any other."""
@@ -199,7 +170,7 @@ class Game:
         """An upload finished its replay header; the first one becomes the game's."""
         if self.header is None and stream.header is not None:
             self.header = stream.header
-            self._notify_watchers()
+            self._watchers.notify()
 
     def uploader_ended(self, uploader: Uploader) -> None:
         """The uploader sends nothing more that counts (it is closing)."""
@@ -246,11 +217,10 @@ class Game:
         if self.watcher_refusal() is not None:
             return False
         self._watchers.add(watcher)
-        self._peak_watchers = max(self._peak_watchers, len(self._watchers))
         return True
 
     def remove_watcher(self, watcher: Watcher) -> None:
-        self._watchers.discard(watcher)
+        self._watchers.remove(watcher)
         if self.state is State.DRAINING and not self._watchers:
             self._move(State.DONE)
 
@@ -263,17 +233,12 @@ class Game:
         boundary; watchers at the same place share one copy (``slices.py``)."""
         return self._slices.slice(start, min(end, self.visible))
 
-    def _notify_watchers(self) -> None:
-        for watcher in list(self._watchers):
-            watcher.game_updated()
-
     def status(self, now: float) -> dict[str, object]:
         """What the live-games API says of this game (``game_status.py``)."""
         return game_status(self, now, self._settings.delay)
 
     def close_watchers(self) -> None:
-        for watcher in list(self._watchers):
-            watcher.close()
+        self._watchers.close_all()
 
     # -- time -----------------------------------------------------------------
 
@@ -286,10 +251,16 @@ class Game:
         """The first half of a tick: read the uploads, note how long the longest is."""
         if self.state is not State.ACCEPTING:
             return
-        self._uploads.resume_paused()
+        longest = self._longest
         for record in self._uploads.records:
-            record.stream.flush(now)
-            self._longest = max(self._longest, len(record.body))
+            if record.paused:  # its reading waited for this tick
+                record.paused = False
+                if record.uploader is not None:
+                    record.uploader.resume()
+            stream = record.stream
+            stream.flush(now)
+            longest = max(longest, len(stream.body))
+        self._longest = longest
         if self._longest and self.first_body_at is None:
             self.first_body_at = now
         self._window.record(now, self._longest)
@@ -304,10 +275,11 @@ class Game:
         if self._waiting.stalls(now, self._merge, self._uploads.records):
             self._advance(limit)
         self._waiting.silences(now, connected, others_left=self._uploads.left > 0)
-        if self._holding and self._grace_call is not None:
+        holding = self._holding
+        if holding and self._grace_call is not None:
             self._grace_call.cancel()  # a silent last upload sends again
             self._grace_call = None
-        elif not self._holding and self._grace_call is None:
+        elif not holding and self._grace_call is None:
             self._grace_call = self._start_grace()  # as if it had left
 
     def _advance(self, limit: int | None, visible_cap: int | None = None) -> None:
@@ -327,7 +299,7 @@ class Game:
         visible = merge.length if visible_cap is None else min(merge.length, visible_cap)
         if visible > self.visible:
             self.visible = visible
-            self._notify_watchers()
+            self._watchers.notify()
 
     # -- the end --------------------------------------------------------------
 
@@ -347,18 +319,8 @@ class Game:
         self._grace_call = self._forced_call = None
         # Uploaders still connected mean the game may still be running (forced
         # end, shutdown): watchers then keep their delay, only the file gets all.
-        connected = self._uploads.connected
-        cap = self._window.limit(self._clock.seconds()) if connected else None
-        for record in connected:
-            record.paused = False
-            if record.uploader is not None:
-                record.uploader.drain()  # what was sent before the end belongs in the replay
-        for record in connected:
-            record.end()
-            if record.uploader is not None:
-                record.uploader.close()
-        for record in self._uploads.records:
-            record.stream.flush()
+        cap = self._window.limit(self._clock.seconds()) if self._uploads.connected else None
+        self._uploads.close_all()
 
         self._advance(None, cap)
         self.finished = True
@@ -370,24 +332,15 @@ class Game:
             duration=ended_at - self.started_at,
             length=self._merge.length,
         )
-        self._notify_watchers()
+        self._watchers.notify()
+        merge, recorder = self._merge, self.recorder or ""
         replay = FinishedReplay(
-            game_id=self.game_id,
-            header=self.header,
-            body=self._merge.canonical,
-            recorder=self.recorder or "",
-            started_at=self.started_at,
-            ended_at=ended_at,
-            body_length=self._merge.length,
-            recovered=self._uploads.recovered,
+            self.game_id, self.header, merge.canonical, recorder, self.started_at, ended_at
         )
+        replay = replace(replay, body_length=merge.length, recovered=self._uploads.recovered)
+        drain = partial(self._move, State.DRAINING)
         self._saving = SaveAttempts(
-            replay,
-            self._save,
-            self._clock,
-            self.spool,
-            lambda: self._move(State.DRAINING),
-            retrying=self._retrying,
+            replay, self._save, self._clock, self.spool, drain, retrying=self._retrying
         )
         return self._saving.start()
 

@@ -24,9 +24,9 @@ measures its reads in socket bytes, not in frames.
 
 ``doRead``, ``startReading``, ``stopReading`` and ``connectionLost`` are
 Twisted's public descriptor methods (``IReadDescriptor``, ``FileDescriptor``);
-this module is the one that uses them, and ``tests/test_protocol.py``
-(``TickReads``) reads a real TCP socket this way, so a Twisted that changed
-them would turn it red.
+this module is the one that uses them, and ``tests/unit/replay/test_tick_reads.py``
+reads a real TCP socket this way, so a Twisted that changed them would turn it
+red.
 """
 
 from __future__ import annotations

@@ -154,12 +154,21 @@ class Uploads:
         """Some upload holds the write phase open: connected, and not silenced."""
         return any(record.holding for record in self.records)
 
-    def resume_paused(self) -> None:
-        """The tick: wake the uploads whose reading waited for it."""
+    def close_all(self) -> None:
+        """The write phase ends: what the connected ones sent before it is read
+        (it belongs in the replay), then they end and are closed; every upload's
+        last bytes go to the spool's writer."""
+        connected = self.connected
+        for record in connected:
+            record.paused = False
+            if record.uploader is not None:
+                record.uploader.drain()
+        for record in connected:
+            record.end()
+            if record.uploader is not None:
+                record.uploader.close()
         for record in self.records:
-            if record.paused and record.uploader is not None:
-                record.paused = False
-                record.uploader.resume()
+            record.stream.flush()
 
     def keep(self, still_needed: Callable[[UploadRecord], bool]) -> None:
         """Let go of ended uploads nobody needs any more, with their bytes."""

@@ -5,7 +5,7 @@ Deferred of its ``endpoint.listen()`` as ``_waitingForPort`` and offers no
 public way to it. We need it twice: to learn the port a ``tcp:0`` listener got
 (tests, benchmarks, the keepalive set-up) and to report on ``/health`` whether
 each listener is open. This module is the only one that reads the attribute;
-``tests/test_listening.py`` fails if a Twisted upgrade renames or removes it.
+``tests/unit/server/test_listening.py`` fails if a Twisted upgrade renames or removes it.
 """
 
 from __future__ import annotations

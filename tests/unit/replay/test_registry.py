@@ -1,0 +1,159 @@
+"""Tests of ``registry``."""
+
+import random
+import statistics
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from faf_replay.replay.finished import SaveOutcome
+from faf_replay.replay.game import Refusal
+from faf_replay.replay.registry import GameRegistry
+from tests.support.fakes import FakeUploader, FakeWatcher, Saves
+from tests.support.logs import CapturedLogs
+from tests.support.metrics import metric
+from tests.support.recordings import recording, split
+from tests.unit.replay.test_game import SETTINGS
+
+
+class Registry(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.saves = Saves()
+        self.registry = GameRegistry(SETTINGS, self.clock, self.saves)
+        self.registry.startService()
+
+    def tearDown(self):
+        if self.registry.running:
+            self.registry.stopService()
+
+    def test_one_game_per_id(self):
+        game, refusal = self.registry.game_for_upload(5)
+        self.assertIsNone(refusal)
+        self.assertIs(self.registry.game_for_upload(5)[0], game)
+        self.assertEqual(self.registry.game_for_watch(5), (game, None))
+        self.assertEqual(self.registry.game_for_watch(6), (None, Refusal("unknown game", "no live replay")))
+
+    def test_one_timer_drives_every_game(self):
+        header, body = split(recording("example"))
+        games = [self.registry.game_for_upload(i)[0] for i in range(3)]
+        for game in games:
+            uploader = FakeUploader(game)
+            game.add_uploader(uploader)
+            uploader.send(header + body)
+            uploader.leave()
+        self.clock.advance(SETTINGS.sample_interval)
+        self.assertEqual([g.visible for g in games], [len(body)] * 3)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1 + 3 * 2)  # ticker + grace and forced end each
+
+    def test_bytes_are_shown_as_soon_as_the_delay_allows_though_the_timer_runs_late(self):
+        """A timer that runs a few milliseconds late, by a different amount each
+        time, must not make a sample wait a whole interval more (it did, about
+        every other tick): each byte shows within an interval and a twentieth after
+        the delay, and never before it."""
+        registry = GameRegistry(SETTINGS.replace(delay=5.0), self.clock, self.saves)
+        registry.startService()
+        self.addCleanup(registry.stopService)
+        late = random.Random(7)
+        header, body = split(recording("example"))
+        game = registry.game_for_upload(9)[0]
+        uploaders = [FakeUploader(game, name) for name in ("a", "b")]
+        for uploader in uploaders:
+            game.add_uploader(uploader)
+            uploader.send(header)
+        sent: list[tuple[int, float]] = []  # (body bytes sent, when), waiting to be shown
+        behind: list[float] = []  # per write: seconds from the write to its showing, less the delay
+        next_write = 0.0
+        while self.clock.seconds() < 60:
+            due = min(call.getTime() for call in self.clock.getDelayedCalls())
+            until = due + late.uniform(0.0, 0.008)
+            while next_write <= until:  # FA writes ten times a second
+                self.clock.advance(next_write - self.clock.seconds())
+                for uploader in uploaders:
+                    uploader.send(body[len(uploader.stream.body) : len(uploader.stream.body) + 40])
+                sent.append((len(uploaders[0].stream.body), next_write))
+                next_write += 0.1
+            self.clock.advance(until - self.clock.seconds())
+            while sent and sent[0][0] <= game.visible:
+                behind.append(self.clock.seconds() - sent.pop(0)[1] - 5.0)
+        self.assertGreater(len(behind), 500)
+        self.assertGreaterEqual(min(behind), 0.0)  # never early
+        self.assertLess(max(behind), SETTINGS.sample_interval * 1.1 + 0.05)
+        self.assertLess(statistics.median(behind), 0.8)
+
+    def test_a_failing_game_does_not_stop_the_others(self):
+        header, body = split(recording("example"))
+        broken, healthy = (self.registry.game_for_upload(i)[0] for i in (1, 2))
+        for game in (broken, healthy):
+            uploader = FakeUploader(game)
+            game.add_uploader(uploader)
+            uploader.send(header + body)
+            uploader.leave()
+
+        def unreadable(now):
+            raise OSError(24, "Too many open files")
+
+        broken.sample = unreadable
+        logs = CapturedLogs(self)
+        before = metric("replayserver_tick_errors_total")
+        for _ in range(3):
+            self.clock.advance(SETTINGS.sample_interval)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 3)
+        self.assertEqual(healthy.visible, len(body))
+        self.assertEqual(metric("replayserver_tick_errors_total") - before, 3)
+        self.assertEqual(len(logs.matching("game 1: its tick failed")), 3)
+
+    def test_saved_game_refuses_late_uploaders(self):
+        game, _ = self.registry.game_for_upload(5)
+        uploader = FakeUploader(game)
+        game.add_uploader(uploader)
+        uploader.send(recording("example"))
+        uploader.leave()
+        done = self.registry.when_done(5)
+        self.clock.advance(SETTINGS.grace + 1)
+        self.successResultOf(done)
+        self.assertNotIn(5, self.registry.games)
+        game, why = self.registry.game_for_upload(5)
+        self.assertIsNone(game)
+        self.assertEqual(why, Refusal("game ended", "its replay has already been saved"))
+        self.assertIsNone(self.registry.game_for_watch(5)[0])
+        self.successResultOf(self.registry.when_done(5))
+        self.assertEqual(len(self.saves.replays), 1)
+        # after an hour the id is forgotten
+        self.clock.advance(GameRegistry.remember_ended + 1)
+        self.assertIsNotNone(self.registry.game_for_upload(5)[0])
+
+    def test_no_new_game_while_shutting_down(self):
+        self.saves.hold = True
+        self.registry.game_for_upload(1)
+        stopping = self.registry.stopService()
+        late, why = self.registry.game_for_upload(2)
+        self.assertIsNone(late)
+        self.assertEqual(why.label, "shutting down")
+        self.saves.pending[0].callback(SaveOutcome.SAVED)
+        self.successResultOf(stopping)
+
+    def test_ending_game_refuses_uploaders_but_not_watchers(self):
+        self.saves.hold = True
+        game, _ = self.registry.game_for_upload(5)
+        game.end("test")
+        self.assertIsNone(self.registry.game_for_upload(5)[0])
+        self.assertIs(self.registry.game_for_watch(5)[0], game)
+
+    def test_stop_ends_and_saves_every_game(self):
+        self.saves.hold = True
+        for game_id in (1, 2):
+            game, _ = self.registry.game_for_upload(game_id)
+            uploader = FakeUploader(game)
+            game.add_uploader(uploader)
+            uploader.send(recording("example"))
+        watcher = FakeWatcher(self.registry.games[1])
+        self.registry.games[1].add_watcher(watcher)
+        stopped = self.registry.stopService()
+        self.assertNoResult(stopped)
+        self.assertEqual(sorted(r.game_id for r in self.saves.replays), [1, 2])
+        for d in self.saves.pending:
+            d.callback(SaveOutcome.SAVED)
+        self.successResultOf(stopped)
+        self.assertTrue(watcher.closed)
+        self.assertEqual(self.registry.games, {})

@@ -1,0 +1,94 @@
+import json
+
+import fafreplay
+from twisted.trial.unittest import SynchronousTestCase
+
+from faf_replay.save.best_effort import guarded
+from faf_replay.save.metadata import header_facts, login_from_name, replay_ticks, standalone_metadata
+from tests.support.recordings import DATA, poisoned, recording, split
+
+SPEC_KEYS = {
+    "uid", "complete", "state", "featured_mod", "featured_mod_versions", "game_type", "recorder",
+    "host", "launched_at", "game_end", "title", "mapname", "num_players", "teams", "version",
+    "compression",
+}  # fmt: skip
+
+
+class Standalone(SynchronousTestCase):
+    def test_every_key(self):
+        header, _ = split(recording("example"))
+        meta = standalone_metadata(7, header, recorder="MazorNoob", launched_at=10.7, game_end=99.2)
+        self.assertEqual(set(meta), SPEC_KEYS)
+        self.assertEqual(meta["uid"], 7)
+        self.assertEqual((meta["version"], meta["compression"]), (2, "zstd"))
+        self.assertEqual((meta["launched_at"], meta["game_end"]), (10, 99))
+        self.assertIs(meta["complete"], True)
+        self.assertEqual(meta["state"], "PLAYING")
+        self.assertEqual(meta["featured_mod"], "faf")
+        json.dumps(meta)
+
+    def test_agrees_with_the_production_file(self):
+        """22373098.fafreplay was saved by FAF's server with database metadata."""
+        production = json.loads((DATA / "22373098.fafreplay").read_bytes().split(b"\n")[0])
+        facts = header_facts(split(recording("22373098"))[0])
+        for key in ("mapname", "teams", "num_players"):
+            self.assertEqual(facts[key], production[key], key)
+        # That file predates FAF's named victory conditions ("3" was sandbox).
+        self.assertEqual((production["game_type"], facts["game_type"]), ("3", "SANDBOX"))
+
+    def test_victory_condition_as_the_database_names_it(self):
+        self.assertEqual(header_facts(split(recording("example"))[0])["game_type"], "DEMORALIZATION")
+        self.assertEqual(header_facts(b"garbage")["game_type"], "unknown")
+
+    def test_teams_and_players(self):
+        facts = header_facts(split(recording("diverging_1/3"))[0])
+        self.assertEqual(facts["num_players"], 6)
+        self.assertEqual(
+            {team: sorted(names) for team, names in facts["teams"].items()},
+            {"2": ["Geosearchef", "ShugoTenshi", "galacticfear"], "3": ["Katharsas", "Neroxis", "ZLO"]},
+        )
+        self.assertEqual(facts["mapname"], "paradisebay.v0007")
+
+    def test_header_the_parser_refuses(self):
+        header = split(recording("example"))[0]
+        broken = header[:200]
+        facts = header_facts(broken)
+        self.assertEqual(facts["mapname"], "SCMP_016")
+        self.assertEqual(facts["teams"], {})
+        self.assertEqual(header_facts(b"garbage")["mapname"], "None")
+
+    def test_a_header_that_makes_the_parser_panic(self):
+        """The parser panics (a PyO3 PanicException is a BaseException): neutral values, one problem."""
+        header, _ = split(poisoned())
+        with self.assertRaises(BaseException) as raised:
+            fafreplay.Parser().parse_header(header)
+        self.assertFalse(isinstance(raised.exception, Exception))  # what `except Exception` missed
+        problems: list[str] = []
+        facts = header_facts(header, problems)
+        self.assertEqual(facts["teams"], {})
+        self.assertEqual(facts["mapname"], "SCMP_016")  # still read from the raw header
+        [problem] = problems
+        self.assertIn("its replay header cannot be read (PanicException", problem)
+
+    def test_guarded_lets_only_the_interpreters_exits_through(self):
+        def raising(error):
+            raise error
+
+        self.assertEqual(guarded(lambda: 5), (5, None))
+        self.assertEqual(guarded(raising, RecursionError("deep")), (None, "RecursionError: deep"))
+        self.assertRaises(KeyboardInterrupt, guarded, raising, KeyboardInterrupt())
+        self.assertRaises(SystemExit, guarded, raising, SystemExit(1))
+
+    def test_ticks_best_effort(self):
+        _, body = split(recording("example"))
+        self.assertEqual(replay_ticks(body), 1928)
+        problems: list[str] = []
+        self.assertIsNone(replay_ticks(b"\x00\x02\x00", problems))  # a command shorter than its own head
+        [problem] = problems
+        self.assertIn("its ticks cannot be counted (PyReplayReadError: invalid command size)", problem)
+
+    def test_login_from_name(self):
+        self.assertEqual(login_from_name("Rowan.SCFAreplay"), "Rowan")
+        self.assertEqual(login_from_name("rowan.scfareplay"), "rowan")
+        self.assertEqual(login_from_name("a/b"), "a/b")
+        self.assertEqual(login_from_name(""), "")
