@@ -76,7 +76,7 @@ class DownloadProtocol(ConnectionProtocol):
         game = self.game
         if not self._header_sent:
             if game.header is None:
-                if game.finished:
+                if game.write_phase_over:
                     self._all_sent()
                 return
             self._write(game.header)
@@ -87,7 +87,7 @@ class DownloadProtocol(ConnectionProtocol):
             self._write(data)
         if not self._paused:
             self._progress_at = self._clock.seconds()  # all it may have so far is on its way
-        if game.finished and self._position >= game.visible:
+        if game.write_phase_over and self._position >= game.visible:
             self._all_sent()
 
     def _write(self, data: bytes) -> None:
@@ -162,7 +162,7 @@ class DownloadProtocol(ConnectionProtocol):
                 call.cancel()
         self._closed = True
         self.game.remove_watcher(self)
-        complete = self.game.finished and self._position >= self.game.visible
+        complete = self.game.write_phase_over and self._position >= self.game.visible
         silent_for = self._clock.seconds() - self._progress_at
         lost = loss_of(reason, silent_for, self._settings)
         if lost is not None:

@@ -74,10 +74,10 @@ class Game:
         self.started_at = clock.seconds() if started_at is None else started_at
 
         self.header: bytes | None = None
-        #: Body bytes watchers may have; grows at ticks, all of it once finished.
+        #: Body bytes watchers may have; grows at ticks, all of it once the write phase is over.
         self.visible = 0
-        #: No more bytes will become visible.
-        self.finished = False
+        #: The write phase is over: no more bytes will become visible.
+        self.write_phase_over = False
         #: Login of the first uploader, as FAF names the replay's recorder.
         self.recorder: str | None = None
         #: When the first body byte was sampled.
@@ -323,7 +323,7 @@ class Game:
         self._uploads.close_all()
 
         self._advance(None, cap)
-        self.finished = True
+        self.write_phase_over = True
         ended_at = self._clock.seconds()
         log.info(
             "game {game_id}: write phase over ({reason}) after {duration:.0f} s, {length} body bytes merged",

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 
 def game_status(game: Game, now: float, delay: float) -> dict[str, object]:
-    if game.visible or game.finished or not game.uploader_count:
+    if game.visible or game.write_phase_over or not game.uploader_count:
         watchable_in = 0.0 if game.header is not None else float(delay)
     elif game.first_body_at is None:
         watchable_in = float(delay)  # no body yet: at least the whole delay

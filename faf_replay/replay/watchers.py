@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol
 
 
@@ -21,6 +22,9 @@ class Watchers:
     def __len__(self) -> int:
         return len(self._watching)
 
+    def __iter__(self) -> Iterator[Watcher]:
+        return iter(list(self._watching))
+
     def add(self, watcher: Watcher) -> None:
         self._watching.add(watcher)
         self.peak = max(self.peak, len(self._watching))
@@ -30,9 +34,9 @@ class Watchers:
 
     def notify(self) -> None:
         """More can be sent, or the game finished: every watcher is told."""
-        for watcher in list(self._watching):
+        for watcher in self:
             watcher.game_updated()
 
     def close_all(self) -> None:
-        for watcher in list(self._watching):
+        for watcher in self:
             watcher.close()

@@ -53,7 +53,7 @@ class FakeWatcher:
                 chunk = game.read(self.position, game.visible)
                 self.position += len(chunk)
                 self.data += chunk
-        self.saw_finished = game.finished
+        self.saw_finished = game.write_phase_over
 
     def close(self) -> None:
         self.closed = True
