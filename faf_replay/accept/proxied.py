@@ -15,7 +15,6 @@ its peer, and passes everything else through.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -30,7 +29,7 @@ from faf_replay.accept.client_address import TrustedProxies
 from faf_replay.accept.connection import ConnectionProtocol
 from faf_replay.accept.proxy_header import ProxyHeaderError, ProxyHeaderParser
 from faf_replay.accept.replay_protocol import Refusals, describe_peer
-from faf_replay.replay.tick_reads import TickReads, reads_for
+from faf_replay.replay.tick_reads import Counted, TickReads, reads_for
 
 log = Logger()
 
@@ -187,7 +186,7 @@ class ProxiedConnection(ConnectionProtocol):
     def stopProducing(self) -> None:
         self.connection.stopProducing()
 
-    def tick_reads(self, received: Callable[[], int]) -> TickReads:
+    def tick_reads(self, counted: Counted) -> TickReads:
         """The client's upload is read as the socket under the PROXY header:
         what the socket reads comes through :meth:`dataReceived` all the same."""
-        return reads_for(self.connection, received)
+        return reads_for(self.connection, counted)

@@ -26,7 +26,7 @@ see the player, not the proxy.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -54,7 +54,7 @@ from faf_replay.accept.keepalive import KnownLoss, acknowledged, unacknowledged
 from faf_replay.accept.replay_protocol import ReplayFactory, ReplayProtocol, describe_peer
 from faf_replay.accept.signed_url import SignedUrlError, check_signed_url
 from faf_replay.accept.websocket_pings import Pings
-from faf_replay.replay.tick_reads import PausingReads, ReadableSocket, TickReads
+from faf_replay.replay.tick_reads import Counted, PausingReads, ReadableSocket, TickReads
 
 log = Logger()
 
@@ -133,7 +133,7 @@ class MessageTransport:
     def stopProducing(self) -> None:
         self._socket.stopProducing()
 
-    def tick_reads(self, received: Callable[[], int]) -> TickReads:
+    def tick_reads(self, counted: Counted) -> TickReads:
         """An upload pauses and resumes; its reads are measured in socket bytes,
         whatever frames they held, and a drain reads the socket itself."""
         websocket = self._websocket
@@ -142,7 +142,7 @@ class MessageTransport:
             self,
             size=lambda _data: websocket.last_read_size,
             socket=socket if isinstance(socket, ReadableSocket) else None,
-            received=received,
+            counted=counted,
         )
 
 

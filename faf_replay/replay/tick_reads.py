@@ -81,19 +81,26 @@ class ReadableSocket(Protocol):
     def connectionLost(self, reason: Failure) -> None: ...
 
 
+class Counted(Protocol):
+    """What counts an upload's bytes (its ``UploadStream``)."""
+
+    @property
+    def received(self) -> int: ...
+
+
 @runtime_checkable
 class ChoosesItsReads(Protocol):
     """A connection that says how its upload is best read."""
 
-    def tick_reads(self, received: Callable[[], int]) -> TickReads: ...
+    def tick_reads(self, counted: Counted) -> TickReads: ...
 
 
-def reads_for(connection: Connection, received: Callable[[], int]) -> TickReads:
-    """How to read an upload on ``connection``; ``received`` counts its bytes so far."""
+def reads_for(connection: Connection, counted: Counted) -> TickReads:
+    """How to read an upload on ``connection``; ``counted.received`` is its bytes so far."""
     if isinstance(connection, ChoosesItsReads):
-        return connection.tick_reads(received)
+        return connection.tick_reads(counted)
     if isinstance(connection, ReadableSocket):
-        return SocketReads(connection, received)
+        return SocketReads(connection, counted)
     return PausingReads(connection)
 
 
@@ -115,9 +122,9 @@ def read_now(socket: ReadableSocket) -> bool:
 class SocketReads:
     """A plain socket, read by the tick itself (see the module)."""
 
-    def __init__(self, socket: ReadableSocket, received: Callable[[], int]) -> None:
+    def __init__(self, socket: ReadableSocket, counted: Counted) -> None:
         self._socket = socket
-        self._received = received
+        self._counted = counted
         self._held = False
 
     def trickled(self, data: bytes) -> bool:
@@ -134,17 +141,18 @@ class SocketReads:
         socket = self._socket
         if socket.disconnecting:
             return False
-        before = self._received()
+        counted = self._counted
+        before = counted.received
         if not read_now(socket) or self._held or socket.disconnecting:
             return False  # it ended, or it brought a trickle and is held again
-        if self._received() == before:
+        if counted.received == before:
             self._held = True  # nothing came: look again at the next tick
             return True
         socket.startReading()  # a burst: read it as it comes until it slows down
         return False
 
     def drain(self) -> None:
-        drain(self._socket, self._received)
+        drain(self._socket, self._counted)
 
 
 class PausingReads:
@@ -159,12 +167,12 @@ class PausingReads:
         connection: Connection,
         size: Callable[[bytes], int] = len,
         socket: ReadableSocket | None = None,
-        received: Callable[[], int] | None = None,
+        counted: Counted | None = None,
     ) -> None:
         self._connection = connection
         self._size = size
         self._socket = socket
-        self._received = received
+        self._counted = counted
         self._held = False
 
     def trickled(self, data: bytes) -> bool:
@@ -183,15 +191,15 @@ class PausingReads:
         return False
 
     def drain(self) -> None:
-        if self._socket is not None and self._received is not None:
-            drain(self._socket, self._received)
+        if self._socket is not None and self._counted is not None:
+            drain(self._socket, self._counted)
 
 
-def drain(socket: ReadableSocket, received: Callable[[], int]) -> None:
+def drain(socket: ReadableSocket, counted: Counted) -> None:
     """Read ``socket`` until it has nothing more for now, or ends (handed on)."""
     for _ in range(DRAIN_READS):
         if socket.disconnecting:
             return
-        before = received()
-        if not read_now(socket) or received() == before:
+        before = counted.received
+        if not read_now(socket) or counted.received == before:
             return

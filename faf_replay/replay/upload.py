@@ -27,6 +27,7 @@ from faf_replay.accept.keepalive import loss_of
 from faf_replay.replay.game import Game
 from faf_replay.replay.stream import ReplayHeaderError, UploadStream
 from faf_replay.replay.tick_reads import TickReads, reads_for
+from faf_replay.replay.uploads import UploadRecord
 from faf_replay.settings import Settings
 
 log = Logger()
@@ -49,13 +50,16 @@ class UploadProtocol(ConnectionProtocol):
         self._ended = False
         #: How the upload is read once it trickles; chosen at connectionMade.
         self._reads: TickReads | None = None
+        self._record: UploadRecord | None = None
         self._lost = False
         #: When the player's game last sent something (a silent one may have vanished).
         self.last_data_at = clock.seconds()
 
     def connectionMade(self) -> None:
         metrics.active["writer"].inc()
-        self._reads = reads_for(self.connection, self._received)
+        self._reads = reads_for(self.connection, self.stream)
+        # What the game knows of this upload; it reads it again at its tick when ``paused``.
+        self._record = self.game.record(self)
         self._header_call = self._clock.callLater(self._header_timeout, self._no_header)
 
     def dataReceived(self, data: bytes) -> None:
@@ -81,14 +85,18 @@ class UploadProtocol(ConnectionProtocol):
             self.game.header_complete(stream)
         reads = self._reads
         if stream.header is not None and reads is not None and reads.trickled(data):
-            self.game.resume_at_tick(self)
-
-    def _received(self) -> int:
-        return self.stream.received
+            self._wait_for_tick()
 
     def resume(self) -> None:
         """The game's tick: read what gathered since the last one."""
         if not self._lost and self._reads is not None and self._reads.at_tick():
+            self._wait_for_tick()
+
+    def _wait_for_tick(self) -> None:
+        record = self._record
+        if record is not None:
+            record.paused = True  # the game wakes it at its next tick
+        else:
             self.game.resume_at_tick(self)
 
     def drain(self) -> None:

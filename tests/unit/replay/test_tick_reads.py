@@ -48,6 +48,17 @@ class Collecting(Protocol):
         self._lost.callback(reason.value)  # the exception, not the Failure: a result
 
 
+class Counting:
+    """What counts an upload's bytes, as its stream does."""
+
+    def __init__(self, protocol: Collecting) -> None:
+        self._protocol = protocol
+
+    @property
+    def received(self) -> int:
+        return len(self._protocol.received)
+
+
 class OnARealSocket(TestCase):
     @inlineCallbacks
     def setUp(self):
@@ -59,7 +70,7 @@ class OnARealSocket(TestCase):
         self.addCleanup(self.client.close)
         self.server = yield connected
         self.socket = self.server.transport
-        self.reads = reads_for(connection_of(self.socket), lambda: len(self.server.received))
+        self.reads = reads_for(connection_of(self.socket), Counting(self.server))
         self.server.reads = self.reads
 
     def reading(self) -> bool:
@@ -87,7 +98,7 @@ class OnARealSocket(TestCase):
     def test_behind_a_proxy_header_the_socket_under_it_is_read_by_the_tick(self):
         proxied = ProxiedConnection(SimpleNamespace(clock=Clock()), self.socket.getPeer())
         proxied.makeConnection(self.socket)
-        reads = reads_for(proxied, lambda: len(self.server.received))
+        reads = reads_for(proxied, Counting(self.server))
         self.assertIsInstance(reads, SocketReads)
         self.assertTrue(reads.trickled(b"x"))
         self.assertFalse(self.reading())
@@ -123,7 +134,7 @@ class OnARealSocket(TestCase):
 class OtherConnections(TestCase):
     def test_a_transport_without_a_socket_pauses_and_resumes(self):
         transport = StringTransport()
-        reads = reads_for(connection_of(transport), lambda: 0)
+        reads = reads_for(connection_of(transport), SimpleNamespace(received=0))
         self.assertIsInstance(reads, PausingReads)
         self.assertTrue(reads.trickled(b"x"))
         self.assertEqual(transport.producerState, "paused")
