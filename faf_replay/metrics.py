@@ -53,6 +53,10 @@ NO_REPLAY = "No replay matched"
 # takes a lock and builds a key each time, a third of what it costs us to
 # accept a watcher.
 active = {category: active_connections.labels(category) for category in ("initial", "writer", "reader")}
+#: Watchers served, by where their replay came from: a live game, or the vault after its end.
+watchers_served = Counter(
+    "replayserver_watchers", "Watchers served, by where the replay came from.", ["source"]
+)
 served = {result: served_connections.labels(result) for result in (SUCCESS, EMPTY, BAD_DATA, NO_REPLAY)}
 database_errors = Counter(
     "replayserver_database_errors", "Database operations that failed, by operation.", ["operation"]

@@ -192,6 +192,11 @@ class Settings:
     drain_timeout: float = _setting(
         3600.0, "seconds a saved game waits for slow watchers before closing them", _seconds
     )
+    vault_watch_age: float = _setting(
+        86400.0,
+        "seconds after its save a game can still be watched, from the vault (0: only while live)",
+        _seconds_or_zero,
+    )
     replay_header_timeout: float = _setting(
         300.0, "seconds from `P/…\\0` to a complete replay header", _seconds
     )

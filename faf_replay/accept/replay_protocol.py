@@ -31,9 +31,10 @@ from faf_replay.accept.header import (
 )
 from faf_replay.accept.keepalive import KnownLoss
 from faf_replay.accept.limits import ConnectionLimits, Place
-from faf_replay.replay.download import DownloadProtocol
+from faf_replay.replay.download import DownloadProtocol, WatchedReplay
 from faf_replay.replay.registry import GameRegistry
 from faf_replay.replay.upload import UploadProtocol
+from faf_replay.replay.vault_replays import VaultReplay
 
 log = Logger()
 
@@ -53,7 +54,7 @@ class Phase(enum.Enum):
     """Where a connection is; :data:`MOVES` says where it may go next."""
 
     HEADER = "reading its connection header"
-    ADMITTING = "waiting for the database to admit its upload"
+    ADMITTING = "waiting: for the database to admit its upload, or for the vault to read an ended game"
     SWITCHED = "an upload or a watcher"
     CLOSED = "refused, rejected or gone"
 
@@ -102,9 +103,9 @@ class ReplayProtocol(ConnectionProtocol):
         self._timeout = self._clock.callLater(self._registry.settings.header_timeout, self._header_timed_out)
 
     def dataReceived(self, data: bytes) -> None:
-        if self.phase is Phase.SWITCHED:
-            assert self._sub is not None
-            self._sub.dataReceived(data)
+        sub = self._sub
+        if sub is not None:  # SWITCHED: every byte of every upload comes this way
+            sub.dataReceived(data)
         elif self.phase is Phase.ADMITTING:
             self._admitting += data
         elif self.phase is Phase.HEADER:
@@ -117,6 +118,14 @@ class ReplayProtocol(ConnectionProtocol):
                 self._switch(*parsed)
 
     def _switch(self, header: ConnectionHeader, rest: bytes) -> None:
+        vault = self._registry.vault_replays
+        if header.kind is Kind.DOWNLOAD and vault is not None and self._registry.ended(header.game_id):
+            # Stop reading until the vault's copy is read (docs/protocol.md: watching an ended game).
+            self._enter(Phase.ADMITTING)
+            self._admitting += rest
+            self.connection.pauseProducing()
+            vault.open(header.game_id).addCallback(self._from_vault, header)
+            return
         if header.kind is Kind.UPLOAD and self._registry.needs_admission(header.game_id):
             # Stop reading until the database says whether this game may start.
             self._enter(Phase.ADMITTING)
@@ -135,6 +144,26 @@ class ReplayProtocol(ConnectionProtocol):
             self._refuse(header, "not admitted", f"upload for game {header.game_id} refused: {refusal}")
             return
         self._start(header, buffered)
+
+    def _from_vault(self, replay: VaultReplay | None, header: ConnectionHeader) -> None:
+        buffered, self._admitting = bytes(self._admitting), bytearray()
+        if self.phase is not Phase.ADMITTING:
+            return  # the connection went away while the vault was read
+        self.connection.resumeProducing()
+        if replay is None:
+            self._start(header, buffered)  # refused as any game not live (or, if it became live, joined)
+            return
+        log.info(
+            "game {game_id}: watcher {name!r} from {peer} watches the ended game from the vault",
+            game_id=header.game_id,
+            name=header.name,
+            peer=self.peer,
+        )
+        self._switch_to(self._watcher(replay, header, "vault"), buffered)
+
+    def _watcher(self, replay: WatchedReplay, header: ConnectionHeader, source: str) -> DownloadProtocol:
+        metrics.watchers_served.labels(source).inc()
+        return DownloadProtocol(replay, header.name, self.peer, self._clock, self._registry.settings)
 
     def _start(self, header: ConnectionHeader, rest: bytes) -> None:
         sub: Protocol
@@ -156,9 +185,12 @@ class ReplayProtocol(ConnectionProtocol):
                 assert refusal is not None
                 self._refuse(header, refusal.label, f"cannot watch game {header.game_id}: {refusal.detail}")
                 return
-            download = DownloadProtocol(game, header.name, self.peer, self._clock, settings)
+            download = self._watcher(game, header, "live")
             game.add_watcher(download)
             sub = download
+        self._switch_to(sub, rest)
+
+    def _switch_to(self, sub: Protocol, rest: bytes) -> None:
         self._enter(Phase.SWITCHED)
         self._sub = sub
         assert self.transport is not None  # connected: its bytes brought us here

@@ -14,6 +14,8 @@ however slowly, is not.
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
@@ -23,15 +25,33 @@ from zope.interface import implementer
 from faf_replay import metrics
 from faf_replay.accept.connection import ConnectionProtocol
 from faf_replay.accept.keepalive import acknowledged, loss_of
-from faf_replay.replay.game import Game
 from faf_replay.settings import Settings
 
 log = Logger()
 
 
+class WatchedReplay(Protocol):
+    """What a watcher reads: a live :class:`~faf_replay.replay.game.Game`, or an
+    ended one from the vault (``vault_replays.VaultReplay``)."""
+
+    game_id: int
+    #: The replay header, once known.
+    header: bytes | None
+    #: Body bytes the watcher may have now.
+    visible: int
+    #: No more will become visible.
+    write_phase_over: bool
+
+    def read(self, start: int, end: int) -> bytes: ...
+
+    def remove_watcher(self, watcher: Any) -> None: ...
+
+
 @implementer(IPushProducer)
 class DownloadProtocol(ConnectionProtocol):
-    def __init__(self, game: Game, name: str, peer: str, clock: IReactorTime, settings: Settings) -> None:
+    def __init__(
+        self, game: WatchedReplay, name: str, peer: str, clock: IReactorTime, settings: Settings
+    ) -> None:
         self.game = game
         self.name = name
         self.peer = peer

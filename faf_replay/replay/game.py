@@ -233,9 +233,9 @@ class Game:
         boundary; watchers at the same place share one copy (``slices.py``)."""
         return self._slices.slice(start, min(end, self.visible))
 
-    def status(self, now: float) -> dict[str, object]:
+    def status(self, now: float, from_vault: bool = False) -> dict[str, object]:
         """What the live-games API says of this game (``game_status.py``)."""
-        return game_status(self, now, self._settings.delay)
+        return game_status(self, now, self._settings.delay, from_vault)
 
     def close_watchers(self) -> None:
         self._watchers.close_all()

@@ -10,7 +10,8 @@ if TYPE_CHECKING:
     from faf_replay.replay.game import Game
 
 
-def game_status(game: Game, now: float, delay: float) -> dict[str, object]:
+def game_status(game: Game, now: float, delay: float, from_vault: bool = False) -> dict[str, object]:
+    """A live game (``from_vault``: a watcher who comes once it is saved gets it from the vault)."""
     if game.visible or game.write_phase_over or not game.uploader_count:
         watchable_in = 0.0 if game.header is not None else float(delay)
     elif game.first_body_at is None:
@@ -27,4 +28,15 @@ def game_status(game: Game, now: float, delay: float) -> dict[str, object]:
         "watchable_in": round(watchable_in, 1),
         "ending": game.state is not State.ACCEPTING or not game.uploader_count,
         "state": game.state.value,
+        "watchable_from_vault": from_vault and game.state in (State.DRAINING, State.DONE),
+    }
+
+
+def ended_status(game_id: int, ended_at: float, now: float, from_vault: bool) -> dict[str, object]:
+    """A game that ended recently: no longer live; watchable from the vault when ``from_vault``."""
+    return {
+        "game_id": game_id,
+        "state": "ended",
+        "seconds_since_end": round(max(0.0, now - ended_at), 1),
+        "watchable_from_vault": from_vault,
     }

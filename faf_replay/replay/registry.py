@@ -23,6 +23,7 @@ from faf_replay.database.pool import Database, DatabaseError, GameStatus
 from faf_replay.replay.finished import SaveFunction
 from faf_replay.replay.game import Game, Refusal, State
 from faf_replay.replay.stream import UploadStream
+from faf_replay.replay.vault_replays import VaultReplays
 from faf_replay.save.best_effort import guarded
 from faf_replay.settings import Settings
 from faf_replay.spool.spool import GameSpool, Spool
@@ -41,8 +42,12 @@ class GameRegistry(Service):
         save: SaveFunction,
         database: Database | None = None,
         spool: Spool | None = None,
+        *,
+        vault_replays: VaultReplays | None = None,
     ) -> None:
         self.settings = settings
+        #: Ended games watched from the vault; None: a watcher of an ended game is refused.
+        self.vault_replays = vault_replays
         self._clock = clock
         self._save = save
         self._database = database
@@ -188,6 +193,21 @@ class GameRegistry(Service):
             return None, Refusal("unknown game", "no live replay")
         refusal = game.watcher_refusal()
         return (None, refusal) if refusal else (game, None)
+
+    def ended(self, game_id: int) -> bool:
+        """No live game takes watchers under this id: never seen by this run, or
+        its replay is saved (draining or done)."""
+        game = self.games.get(game_id)
+        return game is None or game.state in (State.DRAINING, State.DONE)
+
+    @property
+    def from_vault(self) -> bool:
+        """Watchers of ended games are served from the vault."""
+        return self.vault_replays is not None and self.vault_replays.enabled
+
+    def recently_ended(self) -> dict[int, float]:
+        """Games that ended in the last hour and are not live any more: when each ended."""
+        return {game_id: at for game_id, at in self._ended.items() if game_id not in self.games}
 
     def when_done(self, game_id: int) -> Deferred:
         """Fires once the game with this id is saved and its watchers are gone."""

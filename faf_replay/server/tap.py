@@ -48,6 +48,7 @@ from faf_replay.database.bookkeeper import Bookkeeper
 from faf_replay.database.outbox import Outbox
 from faf_replay.database.pool import Database, DatabaseMonitor
 from faf_replay.replay.registry import GameRegistry
+from faf_replay.replay.vault_replays import VaultReplays
 from faf_replay.save.saver import Saver
 from faf_replay.save.vault import vault_refusal
 from faf_replay.save.workers import WorkerPool
@@ -106,7 +107,8 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
         bookkeeper = Bookkeeper(Outbox(spool.directory / "outbox"), database, reactor, workers)
         monitor = DatabaseMonitor(database, reactor, settings.db_check_interval, on_back=bookkeeper.drain)
     saver = Saver(settings, reactor, workers, database, bookkeeper)
-    registry = GameRegistry(settings, reactor, saver.save, database, spool)
+    vault_replays = VaultReplays(settings.vault, settings.vault_watch_age, workers)
+    registry = GameRegistry(settings, reactor, saver.save, database, spool, vault_replays=vault_replays)
     trusted = options.trusted
     factory = ReplayFactory(registry, reactor, trusted)
 

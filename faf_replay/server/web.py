@@ -19,6 +19,7 @@ from twisted.web.resource import IResource, NoResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from faf_replay import metrics
+from faf_replay.replay.game_status import ended_status
 from faf_replay.save.vault import vault_refusal
 from faf_replay.server.listening import is_listening
 
@@ -44,8 +45,13 @@ def _json(request: Request, value: Any, code: int = 200) -> bytes:
 
 
 def live_games(service: FafReplayService, now: float) -> list[dict[str, object]]:
-    games = sorted(service.registry.games.values(), key=lambda game: game.game_id)
-    return [game.status(now) for game in games]
+    """The live games, then the games that ended in the last hour (``state`` "ended")."""
+    registry = service.registry
+    games = sorted(registry.games.values(), key=lambda game: game.game_id)
+    ended = sorted(registry.recently_ended().items())
+    return [game.status(now, registry.from_vault) for game in games] + [
+        ended_status(game_id, at, now, registry.from_vault) for game_id, at in ended
+    ]
 
 
 class Games(Resource):
@@ -61,10 +67,14 @@ class Games(Resource):
             return self
         if not path.isdigit():
             return NoResource("no such game")
-        game = self._service.registry.games.get(int(path))
-        if game is None:
+        registry, game_id, now = self._service.registry, int(path), self._clock.seconds()
+        game = registry.games.get(game_id)
+        if game is not None:
+            return _Static(game.status(now, registry.from_vault))
+        ended = registry.recently_ended().get(game_id)
+        if ended is None:
             return NoResource("no live replay of this game")
-        return _Static(game.status(self._clock.seconds()))
+        return _Static(ended_status(game_id, ended, now, registry.from_vault))
 
     def render_GET(self, request: Request) -> bytes:
         return _json(request, live_games(self._service, self._clock.seconds()))
@@ -156,10 +166,14 @@ class GamesPage(Resource):
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
         games = live_games(self._service, self._clock.seconds())
-        rows = "\n".join(_row(game) for game in games) or (
+        live = [game for game in games if game["state"] != "ended"]
+        rows = "\n".join(_row(game) for game in live) or (
             '<tr><td colspan="6" class="none">No game is running.</td></tr>'
         )
-        return _PAGE.format(count=len(games), rows=rows).encode("utf-8")
+        ended = "\n".join(_ended_row(game) for game in games if game["state"] == "ended") or (
+            '<tr><td colspan="3" class="none">No game ended in the last hour.</td></tr>'
+        )
+        return _PAGE.format(count=len(live), rows=rows, ended=ended).encode("utf-8")
 
 
 def _duration(value: float) -> str:
@@ -190,6 +204,16 @@ def _row(game: dict[str, Any]) -> str:
     )
 
 
+def _ended_row(game: dict[str, Any]) -> str:
+    watchable = "from the vault" if game["watchable_from_vault"] else "no"
+    cells = [str(game["game_id"]), f"{_duration(game['seconds_since_end'])} ago", watchable]
+    return (
+        f'<tr data-ended="{game["game_id"]}">'
+        + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells)
+        + "</tr>"
+    )
+
+
 _PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -212,6 +236,13 @@ td.none {{ text-align: center; color: #777; }}
 <th>Watchable</th><th>State</th></tr></thead>
 <tbody>
 {rows}
+</tbody>
+</table>
+<h2>Ended in the last hour</h2>
+<table id="ended">
+<thead><tr><th>Game</th><th>Ended</th><th>Watchable</th></tr></thead>
+<tbody>
+{ended}
 </tbody>
 </table>
 <p>JSON: <a href="/games">/games</a>, metrics: <a href="/metrics">/metrics</a>,

@@ -1,0 +1,123 @@
+"""Games that have ended, watched from the vault.
+
+A watcher who asks for a game after its write phase (``G/<id>/…`` while the
+game drains, once it is done, or after a restart) gets the whole replay as a
+live watcher at the end would have: the saved file's stream, read back from
+the vault, through the same :class:`~faf_replay.replay.download.DownloadProtocol`
+(flow control, stall detection, linger). The game has ended, so no delay
+applies. A file is watchable for ``vault_watch_age`` seconds after it was
+written (0: never). The vault is only read here; nothing writes to it.
+
+Many watchers of one ended game share one decompressed copy: the reads of a
+game are shared while pending and the last few replays stay in memory
+(:data:`KEPT`); each watcher holds the copy it sends from.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import zstandard
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from faf_replay.save.vault import vault_path
+from faf_replay.save.workers import WorkerPool
+
+log = Logger()
+
+#: Ended replays kept in memory after their last read, for the next watchers.
+KEPT = 4
+#: Bytes handed to a watcher at a time.
+CHUNK = 64 * 1024
+
+
+class VaultReplay:
+    """One ended game's stream, as a watcher reads it (see ``download.WatchedReplay``)."""
+
+    #: Nothing more will come: everything is visible at once.
+    write_phase_over = True
+
+    def __init__(self, game_id: int, stream: bytes) -> None:
+        self.game_id = game_id
+        #: The whole stream goes as the body: the header is in it.
+        self.header: bytes | None = b""
+        self._stream = memoryview(stream)
+        self.visible = len(stream)
+
+    def read(self, start: int, end: int) -> bytes:
+        end = min(end, self.visible, start + CHUNK)
+        return bytes(self._stream[start:end])
+
+    def remove_watcher(self, watcher: object) -> None:
+        """Nothing to do: an ended game keeps no list of its watchers."""
+
+
+def read_saved_stream(path: Path, max_age: float, now: float) -> bytes | None:
+    """The replay stream saved at ``path`` (its zstd frame, decompressed), or
+    None when there is no such file or it was written more than ``max_age``
+    seconds before ``now``. Blocking: run it in a worker thread."""
+    try:
+        if now - os.stat(path).st_mtime > max_age:
+            return None
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    frame = data[data.index(b"\n") + 1 :]
+    with zstandard.ZstdDecompressor().stream_reader(frame) as reader:
+        return reader.read()
+
+
+class VaultReplays:
+    def __init__(self, vault: str, max_age: float, workers: WorkerPool) -> None:
+        self.vault = vault
+        self.max_age = max_age
+        self._workers = workers
+        self._kept: OrderedDict[int, VaultReplay] = OrderedDict()
+        self._pending: dict[int, list[Deferred]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_age > 0
+
+    def open(self, game_id: int) -> Deferred:
+        """Fires with the game's :class:`VaultReplay`, or None when the vault
+        has no watchable replay for it (or it cannot be read: logged)."""
+        if not self.enabled:
+            return succeed(None)
+        kept = self._kept.get(game_id)
+        if kept is not None:
+            self._kept.move_to_end(game_id)
+            return succeed(kept)
+        waiter: Deferred = Deferred()
+        waiters = self._pending.setdefault(game_id, [])
+        waiters.append(waiter)
+        if len(waiters) == 1:
+            path = vault_path(self.vault, game_id)
+            read = self._workers.run(read_saved_stream, path, self.max_age, time.time())
+            read.addCallbacks(
+                self._read, self._unreadable, callbackArgs=(game_id,), errbackArgs=(game_id, path)
+            )
+        return waiter
+
+    def _read(self, stream: bytes | None, game_id: int) -> None:
+        replay = None if stream is None else VaultReplay(game_id, stream)
+        if replay is not None:
+            self._kept[game_id] = replay
+            while len(self._kept) > KEPT:
+                self._kept.popitem(last=False)
+        for waiter in self._pending.pop(game_id, []):
+            waiter.callback(replay)
+
+    def _unreadable(self, failure: Failure, game_id: int, path: Path) -> None:
+        log.failure(
+            "game {game_id}: its saved replay {path} cannot be read for a watcher",
+            failure,
+            game_id=game_id,
+            path=str(path),
+        )
+        self._read(None, game_id)

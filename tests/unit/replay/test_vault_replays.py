@@ -1,0 +1,113 @@
+"""Ended games read back from the vault for watchers (``replay/vault_replays.py``)."""
+
+import os
+import time
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from faf_replay.replay.vault_replays import CHUNK, KEPT, VaultReplays, read_saved_stream
+from faf_replay.save.vault import vault_path, write_replay
+from tests.support.logs import CapturedLogs
+from tests.support.recordings import recording, split
+
+
+class HeldWorkers:
+    """Runs nothing until the test says: ``finish()`` runs every pending call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def run(self, function, *args):
+        d = Deferred()
+        self.calls.append((function, args, d))
+        return d
+
+    def finish(self):
+        calls, self.calls = self.calls, []
+        for function, args, d in calls:
+            try:
+                d.callback(function(*args))
+            except Exception as error:  # what a worker thread hands back
+                d.errback(error)
+
+
+class ReadingTheVault(SynchronousTestCase):
+    def setUp(self):
+        self.vault = self.mktemp()
+        self.workers = HeldWorkers()
+        self.replays = VaultReplays(self.vault, 3600, self.workers)
+
+    def save(self, game_id, stream):
+        write_replay(self.vault, game_id, {"uid": game_id}, stream, 3)
+
+    def opened(self, game_id):
+        results = []
+        self.replays.open(game_id).addCallback(results.append)
+        self.workers.finish()
+        [result] = results
+        return result
+
+    def test_the_saved_stream_in_chunks(self):
+        header, body = split(recording("example"))
+        stream = header + body * 5  # a longer game: several chunks
+        self.save(7, stream)
+        replay = self.opened(7)
+        self.assertEqual((replay.game_id, replay.visible, replay.write_phase_over), (7, len(stream), True))
+        chunks, position = [], 0
+        while position < replay.visible:
+            chunks.append(replay.read(position, replay.visible))
+            position += len(chunks[-1])
+        self.assertEqual(b"".join(chunks), stream)
+        self.assertEqual(max(len(chunk) for chunk in chunks), CHUNK)
+
+    def test_nothing_for_a_missing_an_old_or_a_refused_file(self):
+        self.assertIsNone(self.opened(8))
+        self.save(9, recording("example"))
+        old = time.time() - 3601
+        os.utime(vault_path(self.vault, 9), (old, old))
+        self.assertIsNone(self.opened(9))
+        off = VaultReplays(self.vault, 0, self.workers)
+        self.save(10, recording("example"))
+        self.assertFalse(off.enabled)
+        results = []
+        off.open(10).addCallback(results.append)
+        self.assertEqual((results, self.workers.calls), ([None], []))
+
+    def test_an_unreadable_file_is_logged_and_refused(self):
+        logs = CapturedLogs(self)
+        path = vault_path(self.vault, 11)
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b'{"uid": 11}\nnot zstd at all')
+        self.assertIsNone(self.opened(11))
+        self.assertEqual(len(logs.matching("game 11: its saved replay")), 1)
+        self.flushLoggedErrors()
+
+    def test_watchers_of_one_game_share_one_read_and_one_copy(self):
+        self.save(12, recording("example"))
+        results = []
+        for _ in range(200):
+            self.replays.open(12).addCallback(results.append)
+        self.assertEqual(len(self.workers.calls), 1)  # one read for all of them
+        self.workers.finish()
+        self.assertEqual(len(results), 200)
+        self.assertEqual(len({id(replay) for replay in results}), 1)
+        again = []
+        self.replays.open(12).addCallback(again.append)
+        self.assertEqual((again, self.workers.calls), ([results[0]], []))  # kept: no read
+
+    def test_only_the_last_few_are_kept(self):
+        for game_id in range(20, 20 + KEPT + 1):
+            self.save(game_id, recording("example"))
+            self.opened(game_id)
+        self.replays.open(20)
+        self.assertEqual(len(self.workers.calls), 1)  # the first one was let go
+        self.replays.open(20 + KEPT)
+        self.assertEqual(len(self.workers.calls), 1)  # the last one is kept
+
+    def test_the_age_is_the_files(self):
+        path = vault_path(self.vault, 30)
+        self.save(30, recording("example"))
+        written = os.stat(path).st_mtime
+        self.assertIsNotNone(read_saved_stream(path, 100, written + 99))
+        self.assertIsNone(read_saved_stream(path, 100, written + 101))
