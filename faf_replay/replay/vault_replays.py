@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from faf_replay.replay.slices import SliceCache
 from faf_replay.save.vault import vault_path
 from faf_replay.save.workers import WorkerPool
 
@@ -32,8 +33,6 @@ log = Logger()
 
 #: Ended replays kept in memory after their last read, for the next watchers.
 KEPT = 4
-#: Bytes handed to a watcher at a time.
-CHUNK = 64 * 1024
 
 
 class VaultReplay:
@@ -46,12 +45,13 @@ class VaultReplay:
         self.game_id = game_id
         #: The whole stream goes as the body: the header is in it.
         self.header: bytes | None = b""
-        self._stream = memoryview(stream)
+        view = memoryview(stream)
         self.visible = len(stream)
+        # Watchers at the same place share one copy of a slice, as a live game's do.
+        self._slices = SliceCache(lambda start, end: bytes(view[start:end]))
 
     def read(self, start: int, end: int) -> bytes:
-        end = min(end, self.visible, start + CHUNK)
-        return bytes(self._stream[start:end])
+        return self._slices.slice(start, min(end, self.visible))
 
     def remove_watcher(self, watcher: object) -> None:
         """Nothing to do: an ended game keeps no list of its watchers."""

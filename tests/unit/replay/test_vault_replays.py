@@ -6,7 +6,8 @@ import time
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.replay.vault_replays import CHUNK, KEPT, VaultReplays, read_saved_stream
+from faf_replay.replay.slices import READ_CHUNK as CHUNK
+from faf_replay.replay.vault_replays import KEPT, VaultReplays, read_saved_stream
 from faf_replay.save.vault import vault_path, write_replay
 from tests.support.logs import CapturedLogs
 from tests.support.recordings import recording, split
@@ -60,6 +61,7 @@ class ReadingTheVault(SynchronousTestCase):
             position += len(chunks[-1])
         self.assertEqual(b"".join(chunks), stream)
         self.assertEqual(max(len(chunk) for chunk in chunks), CHUNK)
+        self.assertIs(replay.read(0, replay.visible), chunks[0])  # watchers at one place share a slice
 
     def test_nothing_for_a_missing_an_old_or_a_refused_file(self):
         self.assertIsNone(self.opened(8))
