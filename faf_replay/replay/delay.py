@@ -28,6 +28,10 @@ class DelayWindow:
             return  # an unchanged length adds nothing: the older sample is as good
         self._samples.append((now, length))
 
+    def samples(self) -> tuple[tuple[float, int], ...]:
+        """The samples kept: (time, length), oldest first, the last ``delay`` seconds and one before."""
+        return tuple(self._samples)
+
     def limit(self, now: float) -> int:
         """Body bytes that are at least ``delay`` old at time ``now``."""
         horizon = now - self.delay

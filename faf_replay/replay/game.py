@@ -206,6 +206,10 @@ class Game:
     def uploader_count(self) -> int:
         return self._uploads.connected_count
 
+    def received_history(self) -> tuple[tuple[float, int], ...]:
+        """When the longest upload reached which length, over the last ``delay`` seconds."""
+        return self._window.samples()
+
     @property
     def merged_length(self) -> int:
         return self._merge.length

@@ -2,16 +2,60 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from functools import lru_cache
+from itertools import pairwise
 from typing import TYPE_CHECKING
+from weakref import WeakKeyDictionary
 
 from faf_replay.replay.lifecycle import State
+from faf_replay.replay.ticks import TickCounter
+from faf_replay.save.metadata import header_facts, header_players
 
 if TYPE_CHECKING:
     from faf_replay.replay.game import Game
 
 
+#: Seconds of stream rate the status gives, and the width of each of its buckets.
+RATE_SPAN, RATE_STEP = 300, 10
+
+_ticks: WeakKeyDictionary[Game, TickCounter] = WeakKeyDictionary()
+
+
+@lru_cache(maxsize=256)
+def _header(header: bytes) -> tuple[str, tuple[tuple[str, str, str], ...]]:
+    players = tuple((p["name"], p["team"], p["faction"]) for p in header_players(header))
+    return str(header_facts(header)["mapname"]), players
+
+
+def _visible_ticks(game: Game) -> int:
+    """Ticks of what watchers may see (never ahead of the delay), counted as it grows."""
+    counter = _ticks.get(game)
+    if counter is None:
+        counter = _ticks[game] = TickCounter()
+    while counter.fed < game.visible:
+        counter.feed(game.read(counter.fed, game.visible))
+    return counter.ticks
+
+
+def stream_rate(samples: tuple[tuple[float, int], ...], now: float) -> list[float]:
+    """Bytes a second the longest upload grew by, in ``RATE_STEP`` buckets over the last
+    ``RATE_SPAN`` seconds, oldest first (0 where nothing is known)."""
+    times = [t for t, _ in samples]
+
+    def length(at: float) -> int:
+        index = bisect_right(times, at)
+        return samples[index - 1][1] if index else 0
+
+    edges = [now - RATE_SPAN + RATE_STEP * k for k in range(RATE_SPAN // RATE_STEP + 1)]
+    lengths = [length(edge) for edge in edges]
+    return [round((b - a) / RATE_STEP, 1) for a, b in pairwise(lengths)]
+
+
 def game_status(game: Game, now: float, delay: float, from_vault: bool = False) -> dict[str, object]:
-    """A live game (``from_vault``: a watcher who comes once it is saved gets it from the vault)."""
+    """A live game (``from_vault``: a watcher who comes once it is saved gets it from the vault):
+    its counts and times, what its replay header tells (map, players with team and faction),
+    the game time watchers may see (ticks) and the stream's rate over the last minutes."""
     if game.visible or game.write_phase_over or not game.uploader_count:
         watchable_in = 0.0 if game.header is not None else float(delay)
     elif game.first_body_at is None:
@@ -29,6 +73,17 @@ def game_status(game: Game, now: float, delay: float, from_vault: bool = False) 
         "ending": game.state is not State.ACCEPTING or not game.uploader_count,
         "state": game.state.value,
         "watchable_from_vault": from_vault and game.state in (State.DRAINING, State.DONE),
+        **_described(game, now),
+    }
+
+
+def _described(game: Game, now: float) -> dict[str, object]:
+    mapname, players = _header(game.header) if game.header is not None else ("", ())
+    return {
+        "map": mapname,
+        "players": [{"name": name, "team": team, "faction": faction} for name, team, faction in players],
+        "ticks": _visible_ticks(game),
+        "stream_rate": stream_rate(game.received_history(), now),
     }
 
 

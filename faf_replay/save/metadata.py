@@ -98,6 +98,36 @@ def _facts(parsed: Any) -> dict[str, Any]:
     }
 
 
+#: FA's factions by their number in an army's ``Faction`` (1-based).
+FACTIONS = ("UEF", "Aeon", "Cybran", "Seraphim", "Nomads")
+
+
+def header_players(header: bytes) -> list[dict[str, str]]:
+    """The players as the header names them, each with its team and faction
+    (for the live-games page); empty when the header cannot be read."""
+    parsed, _ = guarded(lambda: fafreplay.Parser().parse_header(header))
+    players, _ = guarded(_players, parsed)
+    return players or []
+
+
+def _players(parsed: Any) -> list[dict[str, str]]:
+    armies = parsed.get("armies") or {} if isinstance(parsed, dict) else {}
+    found = []
+    for army in armies.values() if isinstance(armies, dict) else ():
+        if not isinstance(army, dict) or army.get("Civilian") or not army.get("Human"):
+            continue
+        faction = army.get("Faction")
+        number = int(faction) if isinstance(faction, (int, float)) and math.isfinite(faction) else 0
+        found.append(
+            {
+                "name": _text(army.get("PlayerName")),
+                "team": _team_key(army.get("Team")),
+                "faction": FACTIONS[number - 1] if 1 <= number <= len(FACTIONS) else "?",
+            }
+        )
+    return found
+
+
 def replay_ticks(body: bytes, problems: list[str] | None = None) -> int | None:
     """Advance ticks in a merged body, or None (and a line in ``problems``)
     when FAF's parser cannot count them."""

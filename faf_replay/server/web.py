@@ -168,7 +168,7 @@ class GamesPage(Resource):
         games = live_games(self._service, self._clock.seconds())
         live = [game for game in games if game["state"] != "ended"]
         rows = "\n".join(_row(game) for game in live) or (
-            '<tr><td colspan="6" class="none">No game is running.</td></tr>'
+            '<tr><td colspan="10" class="none">No game is running.</td></tr>'
         )
         ended = "\n".join(_ended_row(game) for game in games if game["state"] == "ended") or (
             '<tr><td colspan="3" class="none">No game ended in the last hour.</td></tr>'
@@ -189,18 +189,34 @@ def _duration(value: float) -> str:
 def _row(game: dict[str, Any]) -> str:
     watchable = "now" if game["watchable_in"] == 0 else f"in {_duration(game['watchable_in'])}"
     state = "ending" if game["ending"] else "live"
+    players = ", ".join(f"{p['name']} (team {p['team']}, {p['faction']})" for p in game["players"])
     cells = [
-        str(game["game_id"]),
-        str(game["uploaders"]),
-        str(game["watchers"]),
-        _duration(game["seconds_since_start"]),
-        watchable,
-        state,
+        html.escape(str(game["game_id"])),
+        html.escape(game["map"] or "?"),
+        html.escape(players or "?"),
+        html.escape(_duration(game["ticks"] / 10)),  # ten ticks a second
+        html.escape(str(game["uploaders"])),
+        html.escape(str(game["watchers"])),
+        html.escape(_duration(game["seconds_since_start"])),
+        html.escape(watchable),
+        _sparkline(game["stream_rate"]),
+        html.escape(state),
     ]
+    return f'<tr data-game="{game["game_id"]}">' + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
+
+
+def _sparkline(rates: list[float], width: int = 120, height: int = 24) -> str:
+    """The stream's rate over the last minutes as a small plot (an inline SVG)."""
+    top = max(rates, default=0) or 1
+    step = width / max(len(rates) - 1, 1)
+    points = " ".join(
+        f"{i * step:.1f},{height - rate / top * (height - 2) - 1:.1f}" for i, rate in enumerate(rates)
+    )
+    title = f"up to {max(rates, default=0) / 1000:.1f} KB/s over the last {len(rates) * 10 // 60} min"
     return (
-        f'<tr data-game="{game["game_id"]}">'
-        + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells)
-        + "</tr>"
+        f'<svg class="rate" width="{width}" height="{height}" role="img" aria-label="{title}">'
+        f"<title>{title}</title>"
+        f'<polyline fill="none" stroke="#3572b0" stroke-width="1.5" points="{points}"/></svg>'
     )
 
 
@@ -232,8 +248,8 @@ td.none {{ text-align: center; color: #777; }}
 <h1>Live games</h1>
 <p id="count">{count} running</p>
 <table id="games">
-<thead><tr><th>Game</th><th>Uploaders</th><th>Watchers</th><th>Running for</th>
-<th>Watchable</th><th>State</th></tr></thead>
+<thead><tr><th>Game</th><th>Map</th><th>Players</th><th>Game time</th><th>Uploaders</th>
+<th>Watchers</th><th>Running for</th><th>Watchable</th><th>Stream</th><th>State</th></tr></thead>
 <tbody>
 {rows}
 </tbody>

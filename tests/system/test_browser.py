@@ -90,16 +90,35 @@ class Page(TestCase):
         table = Table()
         table.feed(out.decode())
         header, *rows = table.rows
-        self.assertEqual(header, ["Game", "Uploaders", "Watchers", "Running for", "Watchable", "State"])
+        self.assertEqual(
+            header,
+            [
+                "Game",
+                "Map",
+                "Players",
+                "Game time",
+                "Uploaders",
+                "Watchers",
+                "Running for",
+                "Watchable",
+                "Stream",
+                "State",
+            ],
+        )
         by_game = {row[0]: row for row in rows}
         self.assertEqual(set(by_game), {"80", "81"})
-        self.assertEqual(by_game["80"][1:3], ["2", "1"])
-        self.assertEqual(by_game["81"][1:3], ["1", "0"])
-        self.assertTrue(by_game["80"][4].startswith("in 4 min") or by_game["80"][4].startswith("in 5 min"))
-        self.assertEqual(by_game["80"][5], "live")
+        self.assertEqual(
+            by_game["80"][1:3], ["scmp_016", "MazorNoob (team 2, Cybran), dragonite (team 3, Cybran)"]
+        )
+        self.assertEqual(by_game["80"][3], "0 s")  # what watchers may see: nothing yet, delay 300 s
+        self.assertEqual(by_game["80"][4:6], ["2", "1"])
+        self.assertEqual(by_game["81"][4:6], ["1", "0"])
+        self.assertTrue(by_game["80"][7].startswith("in 4 min") or by_game["80"][7].startswith("in 5 min"))
+        self.assertRegex(by_game["80"][8], r"^up to [0-9.]+ KB/s over the last 5 min$")  # the plot's title
+        self.assertEqual(by_game["80"][9], "live")
 
         screenshot = os.path.abspath(self.mktemp() + ".png")
-        flags = [*CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=900,420"]
+        flags = [*CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--window-size=1400,420"]
         _, err, code = yield getProcessOutputAndValue(
             browser, [*flags, f"--screenshot={screenshot}", url], env=os.environ
         )
