@@ -84,7 +84,7 @@ def _facts(parsed: Any) -> dict[str, Any]:
     teams: dict[str, list[str]] = {}
     players = 0
     armies = parsed.get("armies") or {}
-    for army in armies.values() if isinstance(armies, dict) else ():
+    for _, army in sorted(armies.items(), key=_army_order) if isinstance(armies, dict) else ():
         if not isinstance(army, dict) or army.get("Civilian"):
             continue
         players += 1
@@ -96,6 +96,12 @@ def _facts(parsed: Any) -> dict[str, Any]:
         "num_players": players,
         "game_type": _GAME_TYPES.get(_text(options.get("Victory")).lower(), "unknown"),
     }
+
+
+def _army_order(item: tuple[Any, Any]) -> tuple[int, str]:
+    """Armies in the header's order (the parser's mapping has none of its own)."""
+    key = item[0]
+    return (key, "") if isinstance(key, int) else (1 << 30, str(key))
 
 
 #: FA's factions by their number in an army's ``Faction`` (1-based).
@@ -113,7 +119,7 @@ def header_players(header: bytes) -> list[dict[str, str]]:
 def _players(parsed: Any) -> list[dict[str, str]]:
     armies = parsed.get("armies") or {} if isinstance(parsed, dict) else {}
     found = []
-    for army in armies.values() if isinstance(armies, dict) else ():
+    for _, army in sorted(armies.items(), key=_army_order) if isinstance(armies, dict) else ():
         if not isinstance(army, dict) or army.get("Civilian") or not army.get("Human"):
             continue
         faction = army.get("Faction")
