@@ -4,7 +4,13 @@ import fafreplay
 from twisted.trial.unittest import SynchronousTestCase
 
 from faf_replay.save.best_effort import guarded
-from faf_replay.save.metadata import header_facts, login_from_name, replay_ticks, standalone_metadata
+from faf_replay.save.metadata import (
+    header_facts,
+    header_players,
+    login_from_name,
+    replay_ticks,
+    standalone_metadata,
+)
 from tests.support.recordings import DATA, poisoned, recording, split
 
 SPEC_KEYS = {
@@ -92,3 +98,19 @@ class Standalone(SynchronousTestCase):
         self.assertEqual(login_from_name("rowan.scfareplay"), "rowan")
         self.assertEqual(login_from_name("a/b"), "a/b")
         self.assertEqual(login_from_name(""), "")
+
+
+class Players(SynchronousTestCase):
+    def test_in_the_headers_army_order_with_team_and_faction(self):
+        """fafreplay's mapping of armies comes in another order from one parse to
+        the next: 30 parses must all give the header's own order."""
+        header = split(recording("example"))[0]
+        for _ in range(30):
+            self.assertEqual(
+                header_players(header),
+                [
+                    {"name": "MazorNoob", "team": "2", "faction": "Cybran"},
+                    {"name": "dragonite", "team": "3", "faction": "Cybran"},
+                ],
+            )
+        self.assertEqual(header_players(b"not a header"), [])
