@@ -184,12 +184,6 @@ class Game:
         if self.state is State.ACCEPTING and not self._holding and self._grace_call is None:
             self._grace_call = self._start_grace()
 
-    def resume_at_tick(self, uploader: Uploader) -> None:
-        """The uploader paused its reading; wake it at the next tick."""
-        record = self.record(uploader)
-        if record is not None:
-            record.paused = True
-
     def record(self, uploader: Uploader) -> UploadRecord | None:
         """What the game knows of a connected upload: does it still count?"""
         return self._uploads.record_of(uploader)

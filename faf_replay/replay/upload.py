@@ -93,11 +93,8 @@ class UploadProtocol(ConnectionProtocol):
             self._wait_for_tick()
 
     def _wait_for_tick(self) -> None:
-        record = self._record
-        if record is not None:
-            record.paused = True  # the game wakes it at its next tick
-        else:
-            self.game.resume_at_tick(self)
+        if self._record is not None:
+            self._record.paused = True  # the game wakes it at its next tick
 
     def drain(self) -> None:
         """Read now whatever waits in the socket (the write phase is ending)."""

@@ -20,13 +20,12 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-import zstandard
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from faf_replay.replay.slices import SliceCache
-from faf_replay.save.vault import vault_path
+from faf_replay.save.vault import decode_replay, vault_path
 from faf_replay.save.workers import WorkerPool
 
 log = Logger()
@@ -67,9 +66,7 @@ def read_saved_stream(path: Path, max_age: float, now: float) -> bytes | None:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
-    frame = data[data.index(b"\n") + 1 :]
-    with zstandard.ZstdDecompressor().stream_reader(frame) as reader:
-        return reader.read()
+    return decode_replay(data)
 
 
 class VaultReplays:

@@ -89,6 +89,13 @@ def encode_replay(metadata: dict[str, Any], scfa: bytes, level: int) -> bytes:
     return metadata_line(metadata) + b"\n" + _compressor(level).compress(scfa)
 
 
+def decode_replay(data: bytes) -> bytes:
+    """The replay stream of a version-2 ``.fafreplay`` (:func:`encode_replay`'s inverse)."""
+    frame = data[data.index(b"\n") + 1 :]
+    with zstandard.ZstdDecompressor().stream_reader(frame) as reader:
+        return reader.read()
+
+
 #: Each saving thread's compressors, by level: a compressor is not shared
 #: between threads, and one reused starts a frame without allocating and
 #: clearing its tables again (a third of the work at level 10 for a 300 KB
