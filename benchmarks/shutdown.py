@@ -78,7 +78,7 @@ def outbox_entries(workdir: Path) -> int:
 def database_options(kind: str, games: int) -> tuple[list[str], Rows | None]:
     """The server's database options for ``--database``, and FAF's rows when real."""
     if kind == "mariadb":
-        rows = Rows([{"id": 700000 + game} for game in range(games)])
+        rows = Rows([700000 + game for game in range(games)])
         os.environ["FAF_REPLAY_DB_PASSWORD"] = rows.password
         return [f"--db={rows.url}"], rows
     if kind == "silent":

@@ -114,7 +114,7 @@ def start_server(args, games: list[GamePlan]) -> tuple[Process, Rows | None]:
 
         if not args.rust_anchor:
             sys.exit("--server rust needs --rust-anchor (the binary, see benchmarks/rust_anchor.py)")
-        rows = Rows(games)
+        rows = Rows([game.id for game in games])
         rust = RustAnchor(
             workdir, args.rust_anchor, rows, delay=args.delay, grace=args.grace, zstd_level=args.zstd_level
         )
@@ -126,7 +126,7 @@ def start_server(args, games: list[GamePlan]) -> tuple[Process, Rows | None]:
             sys.exit(
                 "--server anchor needs --anchor-path (a checkout with its .venv, see benchmarks/anchor.py)"
             )
-        rows = Rows(games)
+        rows = Rows([game.id for game in games])
         return Anchor(workdir, args.anchor_path[0], rows, delay=args.delay, grace=args.grace), rows
     options = [
         f"--delay={args.delay}",
@@ -136,7 +136,7 @@ def start_server(args, games: list[GamePlan]) -> tuple[Process, Rows | None]:
     ]
     rows = None
     if args.mariadb:
-        rows = Rows(games)
+        rows = Rows([game.id for game in games])
         os.environ["FAF_REPLAY_DB_PASSWORD"] = rows.password
         # FAF's production pool size (its config.yaml: pool_size 8), as the Rust server gets it.
         options += [f"--db={rows.url}", "--db-pool-size=8"]
