@@ -54,6 +54,8 @@ class _Written:
     entry: Entry | None
     #: What could not be read from the replay itself (neutral values were saved).
     problems: tuple[str, ...] = ()
+    #: Whether the entry's database work is kept in the outbox (a full disk may refuse it).
+    kept: bool = True
 
 
 class Saver:
@@ -74,6 +76,8 @@ class Saver:
         self._bookkeeper = bookkeeper
         #: The vault's refusal of hard links was logged (once a process).
         self._said_links_refused = False
+        #: Games whose file is saved while neither the database nor the outbox took their row.
+        self._unrecorded: set[int] = set()
 
     def save(self, replay: FinishedReplay) -> Deferred:
         """Write ``replay``; fires with its :class:`SaveOutcome`."""
@@ -172,10 +176,11 @@ class Saver:
             replay.started_at,
             replay.ended_at,
         )
-        self._record(entry)
-        return _Written(saved, entry, tuple(problems))
+        kept = self._record(entry)
+        return _Written(saved, entry, tuple(problems), kept)
 
-    def _record(self, entry: Entry) -> None:
+    def _record(self, entry: Entry) -> bool:
+        """Keep the entry in the outbox; False (logged) when the disk refuses."""
         assert self._bookkeeper is not None
         try:
             self._bookkeeper.add(entry)
@@ -187,6 +192,8 @@ class Saver:
                 game_id=entry.game_id,
                 why=str(error),
             )
+            return False
+        return True
 
     # -- outcomes ---------------------------------------------------------------
 
@@ -225,12 +232,26 @@ class Saver:
             done = yield _within(
                 self._bookkeeper.complete(written.entry), self._settings.db_timeout, self._reactor
             )
+            if not done and not written.kept:
+                return self._unrecorded_row(replay)
             if not done:
                 log.warn(
                     "game {game_id}: the file is saved; its database row waits in the outbox",
                     game_id=replay.game_id,
                 )
         return SaveOutcome.SAVED
+
+    def _unrecorded_row(self, replay: FinishedReplay) -> SaveOutcome:
+        """The file is saved, but neither the database nor the outbox has its row: the save is
+        not over, so that the spool keeps the game and a later attempt marks the row for the
+        file there (a kill -9 meanwhile: the next run does, from the spool)."""
+        self._unrecorded.add(replay.game_id)
+        log.error(
+            "game {game_id}: the file is saved, but neither the database nor the outbox took its "
+            "row; the game stays in the spool until one does",
+            game_id=replay.game_id,
+        )
+        return SaveOutcome.FAILED
 
     @inlineCallbacks
     def _failed(self, failure: Failure, replay: FinishedReplay):
@@ -241,11 +262,17 @@ class Saver:
                 game_id=replay.game_id,
                 why=str(failure.value),
             )
-            if replay.recovered and self._bookkeeper is not None:
+            if self._bookkeeper is not None and (replay.recovered or replay.game_id in self._unrecorded):
                 # A crash may have come between writing that file and telling the
-                # database: mark the row for the file that is there.
-                entry = yield self._in_thread(self._entry_for_existing, replay)
-                yield self._bookkeeper.complete(entry)
+                # database, or an earlier attempt could not tell it: mark the row
+                # for the file that is there.
+                entry, kept = yield self._in_thread(self._entry_for_existing, replay)
+                done = yield _within(
+                    self._bookkeeper.complete(entry), self._settings.db_timeout, self._reactor
+                )
+                if not done and not kept:
+                    return self._unrecorded_row(replay)
+                self._unrecorded.discard(replay.game_id)
             return SaveOutcome.EXISTS
         if failure.check(OSError):
             metrics.save_failures.labels("io").inc()
@@ -260,15 +287,14 @@ class Saver:
         log.failure("game {game_id}: saving failed", failure, level=LogLevel.error, game_id=replay.game_id)
         return SaveOutcome.BROKEN
 
-    def _entry_for_existing(self, replay: FinishedReplay) -> Entry:
+    def _entry_for_existing(self, replay: FinishedReplay) -> tuple[Entry, bool]:
         path = vault_path(self._settings.vault, replay.game_id)
         data = path.read_bytes()
         scfa, _ = guarded(lambda: fafreplay.extract_scfa(io.BytesIO(data)))
         body, _ = guarded(lambda: scfa[fafreplay.body_offset(scfa) :]) if scfa is not None else (None, None)
         ticks = replay_ticks(body) if body is not None else None
         entry = Entry(replay.game_id, str(path), len(data), ticks, False, replay.started_at, replay.ended_at)
-        self._record(entry)
-        return entry
+        return entry, self._record(entry)
 
 
 def _within(work: Deferred, seconds: float, clock: IReactorTime) -> Deferred:

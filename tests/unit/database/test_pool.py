@@ -1,12 +1,13 @@
 """The database layer against a real MariaDB (tests/support/mariadb.py starts it)."""
 
+import errno
 import json
 import socket
 import threading
 
 import fafreplay
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import fail, inlineCallbacks
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
@@ -410,6 +411,40 @@ class Outage(SavingWithTheDatabase):
         self.assertEqual(path.read_bytes(), before)
         self.assertEqual(len(self.logs.matching("JSON line not completed")), 1)
         self.assertEqual(self.db.replay_row(143), (1928, 1))  # the row is still right to mark
+
+
+class OutboxFullAndDatabaseDown(SavingWithTheDatabase):
+    """Found by the chaos soak (seed 1, two minutes): the database down while the spool's
+    disk was full. The file was saved, the outbox could not take its row, the game left the
+    spool as saved, and a kill -9 then lost the row for good (replay_available stayed 0)."""
+
+    @inlineCallbacks
+    def test_the_game_stays_in_the_spool_until_its_row_is_marked(self):
+        self.db.standard_game(160)
+
+        def full(entry):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def down(game_id, ticks):
+            return fail(DatabaseError("the database is down"))
+
+        saver = self.saver()
+        marking = self.database.mark_saved
+        self.patch(self.outbox, "add", full)
+        self.patch(self.database, "mark_saved", down)
+        replay = self.replay(160)
+        outcome = yield saver.save(replay)
+        self.assertIs(outcome, SaveOutcome.FAILED)  # not over: the spool keeps the game
+        self.assertEqual(self.db.replay_row(160), (None, 0))
+        self.assertEqual(len(self.logs.matching("neither the database nor the outbox took its row")), 1)
+
+        outcome = yield saver.save(replay)  # the retry, both still refusing
+        self.assertIs(outcome, SaveOutcome.FAILED)
+
+        self.patch(self.database, "mark_saved", marking)
+        outcome = yield saver.save(replay)  # the database is back: the row, for the file there
+        self.assertIs(outcome, SaveOutcome.EXISTS)
+        self.assertEqual(self.db.replay_row(160), (1928, 1))
 
 
 class RecoveredAfterACrash(SavingWithTheDatabase):
