@@ -1,0 +1,107 @@
+"""``python -m benchmarks.soak --minutes N --seed S``: see the package's docstring."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.soak.plan import Scale, plan
+
+
+def arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__)
+    parser.add_argument("--minutes", type=float, default=60.0, help="minutes of arrivals and faults")
+    parser.add_argument("--seed", type=int, default=None, help="the run's seed (default: drawn and printed)")
+    parser.add_argument("--games", type=int, default=Scale.games, help="games running at once, on average")
+    parser.add_argument("--compression", type=float, default=Scale.compression, help="game time / run time")
+    parser.add_argument("--hostile-per-minute", type=float, default=Scale.hostile_per_minute)
+    parser.add_argument("--report", help="write the report (JSON) here")
+    parser.add_argument("--plot", help="write the flat-over-time plot (SVG) here")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument(
+        "--server-option", action="append", default=[], help="one more twistd faf-replay option"
+    )
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    parser.add_argument("--inside", help=argparse.SUPPRESS)  # the namespace it runs in
+    args = parser.parse_args(argv)
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(1, 1 << 31)
+    return args
+
+
+def outside(args: argparse.Namespace, argv: list[str]) -> int:
+    """Make the private network namespace and run this again inside it."""
+    from tests.support.netns import Namespace, Unavailable  # noqa: PLC0415
+
+    try:
+        namespace = Namespace.create()
+    except Unavailable as error:
+        sys.exit(f"the soak needs a network namespace of its own: {error}")
+    workdir = Path(tempfile.mkdtemp(prefix="faf-replay-soak-"))
+    try:
+        command = [sys.executable, "-m", "benchmarks.soak", *argv, f"--seed={args.seed}"]
+        command += [f"--workdir={workdir}", f"--inside={namespace.name}"]
+        return subprocess.run(["ip", "netns", "exec", namespace.name, *command], check=False).returncode
+    finally:
+        namespace.delete()
+        if args.keep:
+            print(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def inside(args: argparse.Namespace) -> int:
+    from twisted.internet import task  # noqa: PLC0415
+
+    from benchmarks.soak import flat, report  # noqa: PLC0415
+    from benchmarks.soak.run import run  # noqa: PLC0415
+    from tests.support.mutations import cases, draw  # noqa: PLC0415
+
+    scale = Scale(args.games, args.compression, args.hostile_per_minute)
+    the_plan = plan(args.minutes, args.seed, scale)
+    print(report.planned(the_plan), flush=True)
+    hostile = draw(cases(), len(the_plan.hostile), args.seed) if the_plan.hostile else []
+    outcome: dict = {}
+
+    def main(_reactor):
+        running = run(the_plan, Path(args.workdir), args.server_option, hostile)
+        running.addCallback(outcome.update)
+        running.addErrback(lambda failure: failure.printTraceback(sys.stdout) or failure)
+        return running
+
+    try:
+        task.react(main)
+    except SystemExit as stopped:
+        if stopped.code or not outcome:
+            print("the soak itself failed (above)", flush=True)
+            return 2
+    samples = outcome.pop("samples")
+    print(report.text(outcome))
+    if args.plot:
+        title = f"faf-replay soak, seed {args.seed}, {args.minutes:g} min"
+        Path(args.plot).write_text(flat.plot(samples, the_plan.seconds, outcome["slopes"], title))
+    if args.report:
+        Path(args.report).write_text(json.dumps({**outcome, "samples": [vars(s) for s in samples]}, indent=1))
+    print(json.dumps(outcome))
+    return 0 if report.passed(outcome, strict_slopes=args.minutes >= 20) else 1
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    args = arguments(argv)
+    if args.inside:
+        return inside(args)
+    if os.geteuid() != 0:
+        sys.exit("the soak needs root (a network namespace, nftables, tmpfs mounts)")
+    return outside(args, argv)  # its --seed= comes last: the one argparse keeps
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""The chaos soak (``benchmarks/soak``): its pure parts, and a short run of it as CI's.
+
+The short run is the real thing at a small scale: ``python -m benchmarks.soak --minutes 2
+--seed 1 --games 40 --compression 40`` against a real ``twistd faf-replay`` and MariaDB in a
+private network namespace, every kind of fault at least once and a storm (several at once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from benchmarks.soak import checks, flat
+from benchmarks.soak.faults import Done, spooled
+from benchmarks.soak.plan import KINDS, GamePlan, Scale, UploadPlan, WatchPlan, plan, server_timers
+from benchmarks.soak.players import GameLog, WatchLog
+from faf_replay.save.vault import encode_replay, vault_path
+from tests.support.paths import REPOSITORY
+from tests.support.recordings import recording, split
+from tests.support.requirements import unavailable
+
+SHORT_RUN = ["--minutes", "2", "--seed", "1", "--games", "40", "--compression", "40"]
+
+
+class Plans(SynchronousTestCase):
+    def test_a_seed_names_one_plan(self):
+        self.assertEqual(plan(3, 5, Scale(30, 40)), plan(3, 5, Scale(30, 40)))
+        self.assertNotEqual(plan(3, 5, Scale(30, 40)).games, plan(3, 6, Scale(30, 40)).games)
+
+    def test_a_short_run_has_every_fault_and_a_storm(self):
+        short = plan(2, 1, Scale(40, 40))
+        kinds = {fault.kind for fault in short.faults}
+        self.assertEqual(kinds | {"blackhole"}, set(KINDS))
+        self.assertTrue(any(u.vanishes_at is not None for g in short.games for u in g.uploads))
+        self.assertTrue(any(fault.storm for fault in short.faults if fault.kind == "kill"))
+        self.assertTrue(all(0 < fault.at < short.seconds for fault in short.faults if fault.kind != "loss"))
+
+    def test_games_keep_about_as_many_running_as_asked(self):
+        hour = plan(60, 3, Scale(200, 10))
+        middle = 1800.0
+        running = sum(1 for game in hour.games if game.start <= middle <= game.start + game.length)
+        self.assertTrue(150 <= running <= 250, running)
+        self.assertEqual({len(game.uploads) for game in hour.games}, {2, 4, 6, 8})
+
+    def test_timers_are_production_divided_by_the_compression(self):
+        timers = server_timers(10)
+        self.assertEqual((timers["delay"], timers["grace"], timers["stall-timeout"]), (30, 3, 6))
+        self.assertEqual(server_timers(40)["keepalive-interval"], 1.0)  # whole seconds for the kernel
+
+
+class Slopes(SynchronousTestCase):
+    def samples(self, per_life, lives=4, step=5.0, each=300.0, warm=0.0):
+        out = []
+        for life in range(lives):
+            for n in range(int(each / step)):
+                since = n * step
+                value = 100 + per_life(since) + warm * (since < flat.WARM_UP)
+                out.append(flat.Sample(life * each + since, life + 1, since, {"rss_mib": value}))
+        return out
+
+    def test_restarts_are_no_trend(self):
+        # Each life starts at 100 MiB and stays there after a spike at its start: flat.
+        samples = self.samples(lambda since: 0.0, warm=50)
+        self.assertAlmostEqual(flat.slope_within_lives(samples, "rss_mib", 0), 0.0)
+
+    def test_a_leak_within_lives_is_seen(self):
+        # 1 MiB a minute in every life, though each restart starts low again.
+        samples = self.samples(lambda since: since / 60)
+        self.assertAlmostEqual(flat.slope_within_lives(samples, "rss_mib", 0), 60.0, places=6)
+        judged = flat.slopes(samples, 1200)
+        self.assertFalse(judged["rss_mib"]["flat"])
+
+    def test_the_plot_has_a_panel_per_series(self):
+        samples = self.samples(lambda since: 0.0)
+        svg = flat.plot(samples, 1200, flat.slopes(samples, 1200), "t")
+        self.assertEqual(svg.count("<polyline"), 1)  # only rss_mib has values
+        self.assertEqual(svg.count("slope"), len(flat.SERIES))
+
+
+def game_log(recordings: list[str], game_id: int = 1_000_000) -> GameLog:
+    uploads = tuple(UploadPlan(name, "tcp") for name in recordings)
+    header = len(split(recording(recordings[0]))[0])
+    return GameLog(GamePlan(game_id, 0.0, 10.0, uploads, ()), header, open_uploads=0)
+
+
+def save(vault: Path, game_id: int, stream: bytes) -> None:
+    """A replay file as the server writes it (JSON line, zstd frame)."""
+    path = vault_path(vault, game_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_replay({"uid": game_id, "version": 2, "compression": "zstd"}, stream, 3))
+
+
+class Checks(SynchronousTestCase):
+    """The end checks judge saved files with FAF's parser against what the players sent."""
+
+    def setUp(self):
+        self.vault = Path(self.mktemp())
+        self.vault.mkdir()
+        self.verdicts = checks.Verdicts()
+        self.kill = [Done("kill", 10.0, 11.0, False)]
+
+    def judge(self, log: GameLog, durable=(), done=(), rows=None):
+        rows = rows if rows is not None else {log.plan.id: (1, None)}
+        return checks.check_game(
+            self.verdicts, log, vault=self.vault, rows=rows, done=list(done), durable=list(durable)
+        )
+
+    def test_an_uncut_game_must_be_the_recording_exactly(self):
+        log = game_log(["example", "example"])
+        stream = recording("example")
+        save(self.vault, log.plan.id, stream[:-1])
+        self.judge(log)
+        self.assertEqual((self.verdicts.lost, self.verdicts.bytes_lost), (1, 1))
+        save(self.vault, log.plan.id, stream)
+        self.judge(log)
+        self.assertEqual(self.verdicts.exact, 1)
+
+    def test_a_cut_game_keeps_at_least_what_was_durable(self):
+        log = game_log(["example", "example"])
+        stream = recording("example")
+        header = len(split(stream)[0])
+        durable = [
+            ("kill", 10.0, {log.plan.id: {"p0.SCFAreplay": header + 5000, "p1.SCFAreplay": header + 9000}})
+        ]
+        save(self.vault, log.plan.id, stream[: header + 8999])
+        self.judge(log, durable, self.kill)
+        self.assertEqual((self.verdicts.lost, self.verdicts.bytes_lost), (1, 1))
+        save(self.vault, log.plan.id, stream[: header + 9000])
+        self.judge(log, durable, self.kill)
+        self.assertEqual(self.verdicts.cut_kept, 1)
+
+    def test_a_cut_game_whose_header_was_never_durable_owes_nothing(self):
+        log = game_log(["example", "example"])
+        self.judge(log, [("kill", 10.0, {log.plan.id: {"p0.SCFAreplay": 100}})], self.kill)
+        self.assertEqual((self.verdicts.lost, self.verdicts.nothing_durable), (0, 1))
+        self.judge(log, [("kill", 10.0, {log.plan.id: {"p0.SCFAreplay": 4000}})], self.kill)
+        self.assertEqual(self.verdicts.lost, 1)
+
+    def test_uploads_that_differ_owe_what_two_of_them_agree_on(self):
+        names = [f"diverging_1/{n}" for n in range(6)]
+        log = game_log(names)
+        header = len(split(recording(names[0]))[0])
+        # 0 diverges at body byte 7025 from the others: with 1 it agrees on 7025 bytes only.
+        durable = [
+            ("kill", 10.0, {log.plan.id: {"p0.SCFAreplay": header + 20000, "p1.SCFAreplay": header + 20000}})
+        ]
+        kept = checks.floor(log, durable)
+        self.assertEqual(kept, (7025, True))
+
+    def test_a_row_must_say_available_with_the_files_ticks(self):
+        log = game_log(["example", "example"])
+        save(self.vault, log.plan.id, recording("example"))
+        self.judge(log, rows={log.plan.id: (1, 1927)})
+        self.assertEqual(self.verdicts.kinds["row"], 1)
+        self.judge(log, rows={log.plan.id: (1, 1928)})
+        self.assertEqual(self.verdicts.rows_ok, 1)
+
+    def test_a_watcher_gets_no_byte_the_replay_has_not(self):
+        log = game_log(["example", "example"])
+        _, body = split(recording("example"))
+        watch = WatchLog(log.plan.id, WatchPlan(0.0, "tcp", False), connected=True)
+        watch.body = 100
+        watch.digest = hashlib.sha256(body[:99] + b"?")
+        checks.check_watcher(self.verdicts, watch, log, body)
+        self.assertEqual(self.verdicts.kinds["watcher bytes"], 1)
+        watch.digest = hashlib.sha256(body[:100])
+        checks.check_watcher(self.verdicts, watch, log, body[:50])
+        self.assertEqual(self.verdicts.kinds["watcher extra bytes"], 1)
+        watch.early.append((1.0, 100, 40))
+        checks.check_watcher(self.verdicts, watch, log, body)
+        self.assertEqual(self.verdicts.kinds["watcher early"], 1)
+
+    def test_the_delay_is_judged_from_when_the_players_sent(self):
+        log = game_log(["example", "example"])
+        log.body_sent(100.0, 500)
+        log.body_sent(101.0, 900)
+        self.assertEqual([log.most_sent_by(t) for t in (99.0, 100.0, 100.5, 101.0)], [0, 500, 500, 900])
+
+    def test_the_spool_is_read_from_outside(self):
+        spool = Path(self.mktemp())
+        (spool / "games" / "7").mkdir(parents=True)
+        (spool / "games" / "7" / "0.upload").write_bytes(b"p0.SCFAreplay\0" + b"x" * 10)
+        (spool / "games" / "7" / "record.json").write_text("{}")
+        self.assertEqual(spooled(spool), {7: {"p0.SCFAreplay": 10}})
+
+
+class ShortRun(TestCase):
+    """CI's soak: two minutes, seed 1, every fault; nothing lost, nothing wrong."""
+
+    timeout = 1200
+
+    def test_two_minutes_of_faults_lose_nothing(self):
+        if os.geteuid() != 0 or not shutil.which("nft", path="/usr/sbin:/sbin:" + os.environ.get("PATH", "")):
+            unavailable("NETNS", "the soak needs root and nftables", "as root: apt-get install nftables")
+        report = Path(self.mktemp())
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.soak", *SHORT_RUN, f"--report={report}"],
+            cwd=REPOSITORY,
+            capture_output=True,
+            text=True,
+            timeout=1100,
+            check=False,
+        )
+        if not report.exists():
+            self.fail(f"no report (exit {done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+        outcome = json.loads(report.read_text())
+        summary = done.stdout[-6000:]
+        self.assertEqual((outcome["replays_lost"], outcome["bytes_lost"]), (0, 0), summary)
+        self.assertEqual(outcome["problems"], [], summary)
+        self.assertEqual([kind for kind, count in outcome["faults"].items() if count == 0], [], summary)
+        self.assertGreater(outcome["faults_overlapping"], 0)
+        self.assertGreater(outcome["exact"], 0)
+        self.assertGreater(outcome["cut_kept_durable"], 0)
+        self.assertGreater(outcome["watchers_whole"], 0)
+        self.assertEqual(done.returncode, 0, summary)
