@@ -4,8 +4,11 @@ lag, sampled through the run, and their slope over its last three quarters, with
 A kill or a deploy starts a new process, whose memory starts low again: a slope fitted across
 lives would read the restarts as a trend. So the slope is fitted within lives: each life's
 samples are centred on their own means (a regression with one intercept per life, one shared
-slope), and the first :data:`WARM_UP` seconds of each life are left out. Pure arithmetic, no
-Twisted.
+slope), and the first :data:`WARM_UP` seconds of each life are left out. And a new life starts
+with none of the games its predecessor held (FA does not reconnect): its load climbs for
+minutes. So the slope is the one at constant load: the players' open connections are a second
+variable of the regression, and what is reported is the change with time alone. Pure
+arithmetic, no Twisted.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import math
 from dataclasses import dataclass
 from html import escape
 
+#: The sample value the slopes hold constant: the players' connections open.
+LOAD = "connections"
 #: Seconds after a start whose samples are not fitted (the recovery and the first games).
 WARM_UP = 30.0
 #: The series, their unit, and the largest slope (per hour) still called flat. Why these: see
@@ -39,22 +44,28 @@ def slope_within_lives(
     samples: list[Sample], name: str, window_start: float, window_end: float = float("inf")
 ) -> float | None:
     """Units per hour of ``name`` over samples from ``window_start`` to ``window_end``, fitted
-    within lives."""
-    lives: dict[int, list[tuple[float, float]]] = {}
+    within lives, at constant load (``connections``) where the samples have it."""
+    lives: dict[int, list[tuple[float, float, float]]] = {}
     for sample in samples:
         value = sample.values.get(name)
         inside = window_start <= sample.at <= window_end
         if inside and sample.since_start >= WARM_UP and value is not None:
-            lives.setdefault(sample.life, []).append((sample.at, value))
-    numerator = denominator = 0.0
+            load = sample.values.get(LOAD, 0.0)
+            lives.setdefault(sample.life, []).append((sample.at, load, value))
+    stt = stl = sll = sty = sly = 0.0
     for points in lives.values():
         if len(points) < 3:
             continue
-        mean_t = sum(t for t, _ in points) / len(points)
-        mean_y = sum(y for _, y in points) / len(points)
-        numerator += sum((t - mean_t) * (y - mean_y) for t, y in points)
-        denominator += sum((t - mean_t) ** 2 for t, _ in points)
-    return numerator / denominator * 3600 if denominator else None
+        mean_t, mean_l, mean_y = (sum(p[i] for p in points) / len(points) for i in range(3))
+        for at, load, value in points:
+            t, c, y = at - mean_t, load - mean_l, value - mean_y
+            stt, stl, sll, sty, sly = stt + t * t, stl + t * c, sll + c * c, sty + t * y, sly + c * y
+    if not stt:
+        return None
+    determinant = stt * sll - stl * stl
+    if sll == 0 or abs(determinant) < 1e-9 * stt * sll:  # no load, or load moving with time alone
+        return sty / stt * 3600
+    return (sty * sll - sly * stl) / determinant * 3600
 
 
 def slopes(samples: list[Sample], seconds: float) -> dict[str, dict]:

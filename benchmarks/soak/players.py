@@ -204,6 +204,7 @@ class Watch(Protocol):
 
     def connectionMade(self) -> None:
         self.watch.connected = True
+        self.players.watching += 1
         self.transport.write(f"G/{self.game.plan.id}/watcher\0".encode())
         if self.watch.plan.leaves_after is not None:
             reactor.callLater(self.watch.plan.leaves_after, self.leave)
@@ -243,6 +244,7 @@ class Watch(Protocol):
                 self.watch.early.append((now, self.watch.body, allowed))
 
     def connectionLost(self, reason: Any = None) -> None:
+        self.players.watching -= 1
         if self._pausing is not None and self._pausing.active():
             self._pausing.cancel()
         if not self.watch.ended:
@@ -267,6 +269,7 @@ class Players:
         self.games: dict[int, GameLog] = {}
         self.watches: list[WatchLog] = []
         self.uploading: set[Upload] = set()
+        self.watching = 0  # watchers connected now
         self.stopping = False
         self.hostile = 0
 

@@ -71,6 +71,8 @@ class Sampler:
             "threads": float(re.search(r"Threads:\s+(\d+)", status).group(1)),
             "fds": float(fds),
             "spool_mib": self.spool.used() / 2**20,
+            # The load, as the players see it: what the slopes are taken at (flat.py).
+            "connections": float(len(self.players.uploading) + self.players.watching),
         }
         lag_sum = _metric(text, "replayserver_reactor_lag_seconds_sum")
         lag_count = _metric(text, "replayserver_reactor_lag_seconds_count")

@@ -77,6 +77,23 @@ class Slopes(SynchronousTestCase):
         judged = flat.slopes(samples, 1200)
         self.assertFalse(judged["rss_mib"]["flat"])
 
+    def test_the_load_climbing_after_a_restart_is_no_trend(self):
+        # A new life starts with no games: its connections climb, and its memory with them
+        # (1 MiB per 100 connections), but at a given load it does not grow.
+        def samples(leak_per_minute):
+            out = []
+            for life in range(4):
+                for n in range(60):
+                    since = n * 5.0
+                    connections = 10 * min(since, 200.0)
+                    value = 100 + connections / 100 + leak_per_minute * since / 60
+                    values = {"rss_mib": value, "connections": connections}
+                    out.append(flat.Sample(life * 300 + since, life + 1, since, values))
+            return out
+
+        self.assertAlmostEqual(flat.slope_within_lives(samples(0.0), "rss_mib", 0), 0.0, places=6)
+        self.assertAlmostEqual(flat.slope_within_lives(samples(1.0), "rss_mib", 0), 60.0, places=6)
+
     def test_the_plot_has_a_panel_per_series(self):
         samples = self.samples(lambda since: 0.0)
         svg = flat.plot(samples, 1200, flat.slopes(samples, 1200), "t")
