@@ -63,6 +63,7 @@ class Sampler:
         try:
             status = Path(f"/proc/{pid}/status").read_text()
             fds = len(os.listdir(f"/proc/{pid}/fd"))
+            spool = self.spool.used()
             text = yield threads.deferToThread(self.server.metrics)
         except (OSError, ValueError):
             return  # it died or is dying: a fault's doing
@@ -70,7 +71,7 @@ class Sampler:
             "rss_mib": int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024,
             "threads": float(re.search(r"Threads:\s+(\d+)", status).group(1)),
             "fds": float(fds),
-            "spool_mib": self.spool.used() / 2**20,
+            "spool_mib": spool / 2**20,
             # The load, as the players see it: what the slopes are taken at (flat.py).
             "connections": float(len(self.players.uploading) + self.players.watching),
         }
@@ -164,8 +165,9 @@ def _play(plan: Plan, timers: dict[str, float], faults: Faults, cases: list):
     yield wait_for(lambda: all(w.ended for w in players.watches), 120)
     drain_seconds = faults.now() - plan.seconds
     players.stopping = True
-    ticking.stop()
-    sampling.stop()
+    for looping in (ticking, sampling):
+        if looping.running:
+            looping.stop()
     final_code = yield threads.deferToThread(server.terminate)
 
     verdicts = checks.Verdicts()

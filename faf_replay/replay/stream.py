@@ -28,6 +28,9 @@ __all__ = ["BodyView", "RawStore", "ReplayHeaderError", "UploadStream"]
 
 #: Bytes of an upload that go to the spool's writer without waiting for the interval.
 WRITE_AT = 64 * 1024
+#: Seconds after the spool refused an upload's bytes (a full disk) before they are offered to
+#: it again: a disk that has room again makes the upload durable again.
+RESUME_AFTER = 5.0
 
 
 class RawStore:
@@ -38,11 +41,20 @@ class RawStore:
     memory than that interval's worth. Reads may come from another thread
     (saving), so reads and the writer's confirmations take a lock; appends only
     ever add to the end.
+
+    When the disk refuses a write, the bytes stay in memory, and every
+    :data:`RESUME_AFTER` seconds (and at the last flush) everything not on disk
+    is offered to the file again (``resume``): once the disk has room, the
+    upload is durable again.
     """
 
     __slots__ = (
+        "_failed_at",
         "_lock",
         "_on_error",
+        "_on_resumed",
+        "_resume",
+        "_resuming",
         "_sent_at",
         "_write",
         "failed",
@@ -57,12 +69,19 @@ class RawStore:
         self,
         file: SpoolFile | None = None,
         write: Callable[[SpoolFile, bytes, Done], None] | None = None,
+        *,
         on_error: Callable[[OSError], None] | None = None,
         interval: float = 0.0,
+        resume: Callable[[SpoolFile, int, bytes, Done], None] | None = None,
+        on_resumed: Callable[[int], None] | None = None,
     ) -> None:
         self.file = file
         self._write = write
         self._on_error = on_error
+        self._resume = resume
+        self._on_resumed = on_resumed
+        self._failed_at: float | None = None
+        self._resuming = False
         self.interval = interval
         self._sent_at = float("-inf")
         self.on_disk = file.size if file is not None else 0
@@ -80,8 +99,11 @@ class RawStore:
     def flush(self, now: float | None = None) -> None:
         """Hand what is new to the spool's writer: when due at ``now``, or at
         once without it."""
+        if self.failed:
+            self._offer_again(now)
+            return
         waiting = len(self) - self.submitted
-        if self.failed or self._write is None or waiting <= 0:
+        if self._write is None or waiting <= 0:
             return
         if now is not None:
             if waiting < WRITE_AT and now - self._sent_at < self.interval:
@@ -91,6 +113,36 @@ class RawStore:
         self.submitted = len(self)
         assert self.file is not None
         self._write(self.file, data, self._written)
+
+    def _offer_again(self, now: float | None) -> None:
+        """The disk refused: every :data:`RESUME_AFTER` seconds (at once without ``now``),
+        everything not on disk goes to the file again."""
+        if self.file is None or self._resume is None or self._resuming:
+            return
+        if now is not None:
+            if self._failed_at is None:
+                self._failed_at = now
+            if now - self._failed_at < RESUME_AFTER:
+                return
+        self._failed_at = None
+        self._resuming = True
+        self.submitted = len(self)
+        self._resume(self.file, self.on_disk, bytes(self.tail), self._resumed)
+
+    def _resumed(self, result: Any) -> None:
+        # The writer runs jobs in order: every write handed over before this one has been
+        # answered (refused: the file was broken) before this answer comes.
+        self._resuming = False
+        if isinstance(result, Exception):
+            return  # still refused: offered again later
+        with self._lock:
+            assert self.file is not None
+            taken = result - self.on_disk
+            self.on_disk = self.file.size = result
+            del self.tail[:taken]
+        self.failed = False
+        if self._on_resumed is not None:
+            self._on_resumed(result)
 
     def _written(self, result: Any) -> None:
         if isinstance(result, Exception):

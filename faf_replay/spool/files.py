@@ -10,6 +10,7 @@ live in. No Twisted here.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import resource
@@ -136,11 +137,7 @@ class SpoolFile:
             if self.closed or self.broken:
                 raise OSError(errno.EBADF, "the spool file takes no more writes")
             if not self._created:
-                flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-                self.fd = os.open(self.path, flags, 0o644)
-                self._created = True
-                if self.prefix:
-                    os.write(self.fd, self.prefix)
+                self._create()
             fd = self._descriptor()
             view, done = memoryview(data), 0
             try:
@@ -155,6 +152,41 @@ class SpoolFile:
                 self._used()
             self._written += done
             return done
+
+    def _create(self) -> None:
+        """The file, with the upload's name and its NUL first; or, when the disk refuses
+        them, no file at all (a later write tries again): a file without its name would be
+        read back with its bytes shifted."""
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        fd = os.open(self.path, flags, 0o644)
+        try:
+            done = 0
+            while done < len(self.prefix):
+                done += os.write(fd, self.prefix[done:])
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            raise
+        self.fd = fd
+        self._created = True
+
+    def rewrite_from(self, offset: int, data: bytes) -> int:
+        """The writer, once the disk refused a write: take writes again, appending what
+        ``data`` (the upload's bytes from ``offset`` on) holds beyond what the file has.
+        Returns the upload bytes the file holds; raises like :meth:`write` (the file then
+        refuses writes again)."""
+        with self._lock:
+            if self.closed:
+                raise OSError(errno.EBADF, "the spool file is closed")
+            self.broken = False
+        skip = self._written - offset
+        if skip < 0:  # a gap: the file must stay a prefix of the upload
+            self.broken = True
+            raise OSError(errno.EINVAL, f"{self.path} holds {self._written} bytes, not {offset}")
+        if skip < len(data):
+            self.write(data[skip:])
+        return self._written
 
     def read(self, offset: int, length: int) -> bytes:
         if length <= 0:

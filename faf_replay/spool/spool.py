@@ -273,6 +273,11 @@ class Spool:
         """Queue an append to ``file``; it goes with the next batch (:meth:`send`)."""
         self._batch.append((file, data, done))
 
+    def resume(self, file: SpoolFile, offset: int, data: bytes, done: Done) -> None:
+        """Have ``file``, which refused a write, take the upload's bytes from ``offset`` on
+        (``SpoolFile.rewrite_from``), after everything queued so far."""
+        self.submit(lambda: file.rewrite_from(offset, data), done)
+
     def send(self) -> None:
         """Hand the queued appends to the writer, as one job."""
         if not self._batch:

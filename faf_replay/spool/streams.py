@@ -13,8 +13,8 @@ log = Logger()
 
 def spooled_stream(game_id: int, name: str, spool: GameSpool | None, interval: float) -> UploadStream:
     """A stream for upload ``name``: spooled through ``spool``'s writer every
-    ``interval`` seconds, or in memory only when there is no spool (or once the
-    disk refuses, which is logged and counted)."""
+    ``interval`` seconds, or in memory only when there is no spool (or while the
+    disk refuses, which is logged and counted, until it takes the upload again)."""
     if spool is None:
         return UploadStream(name)
 
@@ -27,6 +27,20 @@ def spooled_stream(game_id: int, name: str, spool: GameSpool | None, interval: f
             why=str(error),
         )
 
-    return UploadStream(
-        name, RawStore(spool.new_upload(name), spool.spool.write, on_error=failed, interval=interval)
+    def resumed(size: int) -> None:
+        log.info(
+            "game {game_id}: spooling upload {name!r} again ({size} bytes on disk)",
+            game_id=game_id,
+            name=name,
+            size=size,
+        )
+
+    store = RawStore(
+        spool.new_upload(name),
+        spool.spool.write,
+        on_error=failed,
+        interval=interval,
+        resume=spool.spool.resume,
+        on_resumed=resumed,
     )
+    return UploadStream(name, store)

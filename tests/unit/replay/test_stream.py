@@ -4,7 +4,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from faf_replay.replay.stream import WRITE_AT, RawStore, UploadStream
+from faf_replay.replay.stream import RESUME_AFTER, WRITE_AT, RawStore, UploadStream
 from faf_replay.replay.uploads import UploadRecord
 from faf_replay.spool.files import SpoolFile
 from tests.support.recordings import chunks, recording, split
@@ -15,7 +15,11 @@ class SpooledStreams(SynchronousTestCase):
     def spooled(self, writer=None, file_class=SpoolFile):
         file = file_class(Path(self.mktemp()), b"p\0")
         errors = []
-        store = RawStore(file, (writer or Writer()).write, errors.append)
+        writer = writer or Writer()
+        self.resumed = []
+        store = RawStore(
+            file, writer.write, on_error=errors.append, resume=writer.resume, on_resumed=self.resumed.append
+        )
         return UploadStream("p", store), file, errors
 
     def test_every_byte_reaches_the_disk_and_memory_lets_go(self):
@@ -58,6 +62,40 @@ class SpooledStreams(SynchronousTestCase):
         self.assertEqual(len(errors), 1)
         self.assertEqual(upload.header + upload.body[0 : len(upload.body)], stream_bytes)
         self.assertEqual(file.size, 10_000)
+
+    def test_a_disk_with_room_again_takes_the_upload_again(self):
+        """Found by the chaos soak: a spool full for seconds left every upload then running in
+        memory for the rest of its game, so that a kill -9 minutes later lost all of it since."""
+
+        class FullForAWhile(SpoolFile):
+            full = False
+
+            def write(self, data):
+                if FullForAWhile.full:
+                    raise OSError(28, "No space left on device")
+                return super().write(data)
+
+        stream_bytes = recording("example")
+        writer = Writer()
+        upload, file, errors = self.spooled(writer, FullForAWhile)
+        for second, piece in enumerate(chunks(stream_bytes, [1000])):
+            FullForAWhile.full = 10 <= second < 20  # full from the 10th second to the 20th
+            upload.feed(piece)
+            upload.flush(now=float(second))
+            writer.run()
+            if second == 19:
+                self.assertEqual(file.size, 10_000)  # while full: nothing more on disk
+        self.assertEqual(len(errors), 1)
+        self.assertTrue(self.resumed)
+        self.assertGreater(file.size, 40_000)  # on disk again before the game ended
+        # Offered again every RESUME_AFTER seconds: taken within that of the room coming back.
+        self.assertTrue(20_000 < self.resumed[0] <= (20 + RESUME_AFTER + 1) * 1000, self.resumed)
+        upload.flush()
+        writer.run()
+        self.assertEqual(upload.store.tail, b"")
+        with open(file.path, "rb") as raw:
+            self.assertEqual(raw.read(), b"p\0" + stream_bytes)  # every byte once, in order
+        self.assertEqual(upload.header + upload.body[0 : len(upload.body)], stream_bytes)
 
     def test_new_bytes_are_written_every_interval_or_when_many(self):
         writer = Writer()
@@ -106,6 +144,17 @@ class SpooledStreams(SynchronousTestCase):
             self.assertEqual(raw.read(), b"p\0" + stream_bytes[:3000])
         self.assertEqual(upload.header + upload.body[0 : len(upload.body)], stream_bytes[: len(upload.store)])
         self.assertEqual(len(upload.store), len(stream_bytes))
+        upload.flush(now=0.0)
+        upload.flush(now=RESUME_AFTER)  # room again: all of it goes to the file, once
+        more = b"\x00\x07\x00more"  # and the game goes on while the writer has it
+        upload.feed(more)
+        writer.run()
+        with open(file.path, "rb") as raw:
+            self.assertEqual(raw.read(), b"p\0" + stream_bytes)
+        self.assertEqual(upload.header + upload.body[0 : len(upload.body)], stream_bytes + more)
+        upload.flush()
+        writer.run()
+        self.assertEqual((file.size, upload.store.tail), (len(stream_bytes) + len(more), b""))
 
     def test_without_a_spool_everything_stays_in_memory(self):
         upload = UploadStream("p")

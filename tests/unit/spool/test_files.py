@@ -1,5 +1,6 @@
 """Tests of ``files``."""
 
+import errno
 import os
 from pathlib import Path
 
@@ -33,6 +34,28 @@ class Files(SynchronousTestCase):
         with self.assertRaises(OSError):
             file.write(b"lost")
         self.assertEqual(file._written, 4)
+
+    def test_a_name_the_disk_refused_leaves_no_file(self):
+        """Found by the chaos soak: a spool full when an upload began left its file created
+        but without the upload's name; the next write that got through put the replay's bytes
+        where the name belongs, and reading them back failed (a critical line, a tick lost)."""
+        path = Path(self.mktemp())
+        file = SpoolFile(path, b"p0.SCFAreplay\0")
+        real_write = os.write
+
+        def full(fd, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(os, "write", full)
+        with self.assertRaises(OSError):
+            file.write(b"header")
+        self.assertFalse(path.exists())
+        self.patch(os, "write", real_write)
+        self.assertEqual(file.rewrite_from(0, b"header+body"), 11)
+        self.assertEqual(path.read_bytes(), b"p0.SCFAreplay\0header+body")
+        file.size = 11
+        self.assertEqual(file.read(0, 11), b"header+body")
+        self.assertEqual(SpoolFile.existing(path).name, "p0.SCFAreplay")
 
     def test_at_most_the_limit_of_files_hold_a_descriptor(self):
         descriptors = Descriptors(limit=3)

@@ -39,6 +39,9 @@ class Writer:
     def write(self, file, data, done):
         self.submit(lambda: file.write(data), done)
 
+    def resume(self, file, offset, data, done):
+        self.submit(lambda: file.rewrite_from(offset, data), done)
+
     def run(self):
         while self.jobs:
             job, done = self.jobs.pop(0)
