@@ -133,12 +133,13 @@ def _play(plan: Plan, timers: dict[str, float], faults: Faults, cases: list):
     started_at = faults.started_at = time.time()
     vanish_for = 3 * (timers["keepalive-idle"] + 6 * timers["keepalive-interval"])
     players = Players(started_at, timers["delay"], network.blackhole, network.release, vanish_for)
-    gaps: list[tuple[str, int, int, int]] = []
+    gaps: list[tuple[str, str, int, int, int]] = []
     sync = timers["spool-sync"]
 
     def durability(kind: str, held: dict) -> None:
         # What each upload had sent a second (and several syncs) ago should be on disk.
-        gaps.append((kind, *players.behind(held, time.time() - max(1.0, 4 * sync))))
+        spool_full = "spool full" if spool.full else "spool has room"
+        gaps.append((kind, spool_full, *players.behind(held, time.time() - max(1.0, 4 * sync))))
 
     faults.before_restart = durability
     for game in plan.games:
@@ -213,6 +214,11 @@ def _play(plan: Plan, timers: dict[str, float], faults: Faults, cases: list):
         "fault_log": [(d.kind, round(d.began, 1), round(d.ended, 1), d.detail) for d in faults.done],
         "restart_seconds": [round(s, 2) for s in faults.restarts],
         "durability_at_restarts": gaps,
+        "watchers_open_at_end": [
+            (w.game, w.plan.transport, w.plan.slow, w.connected, w.body)
+            for w in players.watches
+            if not w.ended
+        ],
         "packets": {**network.counters(), "lost": network.lost},
         "replays_lost": verdicts.lost,
         "bytes_lost": verdicts.bytes_lost,
