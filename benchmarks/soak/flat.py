@@ -40,11 +40,12 @@ class Sample:
     values: dict[str, float]
 
 
-def slope_within_lives(
+def fit(
     samples: list[Sample], name: str, window_start: float, window_end: float = float("inf")
-) -> float | None:
+) -> tuple[float, float] | None:
     """Units per hour of ``name`` over samples from ``window_start`` to ``window_end``, fitted
-    within lives, at constant load (``connections``) where the samples have it."""
+    within lives, at constant load (``connections``) where the samples have it; and the
+    slope's standard error (units per hour). None without enough samples."""
     lives: dict[int, list[tuple[float, float, float]]] = {}
     for sample in samples:
         value = sample.values.get(name)
@@ -52,20 +53,39 @@ def slope_within_lives(
         if inside and sample.since_start >= WARM_UP and value is not None:
             load = sample.values.get(LOAD, 0.0)
             lives.setdefault(sample.life, []).append((sample.at, load, value))
-    stt = stl = sll = sty = sly = 0.0
+    centred, fitted_lives = [], 0
     for points in lives.values():
         if len(points) < 3:
             continue
+        fitted_lives += 1
         mean_t, mean_l, mean_y = (sum(p[i] for p in points) / len(points) for i in range(3))
-        for at, load, value in points:
-            t, c, y = at - mean_t, load - mean_l, value - mean_y
-            stt, stl, sll, sty, sly = stt + t * t, stl + t * c, sll + c * c, sty + t * y, sly + c * y
+        centred += [(at - mean_t, load - mean_l, value - mean_y) for at, load, value in points]
+    stt = sum(t * t for t, _, _ in centred)
     if not stt:
         return None
+    stl = sum(t * c for t, c, _ in centred)
+    sll = sum(c * c for _, c, _ in centred)
+    sty = sum(t * y for t, _, y in centred)
+    sly = sum(c * y for _, c, y in centred)
     determinant = stt * sll - stl * stl
     if sll == 0 or abs(determinant) < 1e-9 * stt * sll:  # no load, or load moving with time alone
-        return sty / stt * 3600
-    return (sty * sll - sly * stl) / determinant * 3600
+        slope, per_load, variance_factor = sty / stt, 0.0, 1 / stt
+    else:
+        slope = (sty * sll - sly * stl) / determinant
+        per_load = (sly * stt - sty * stl) / determinant
+        variance_factor = sll / determinant
+    residuals = sum((y - slope * t - per_load * c) ** 2 for t, c, y in centred)
+    freedom = len(centred) - fitted_lives - 2
+    error = math.sqrt(residuals / freedom * variance_factor) if freedom > 0 else float("inf")
+    return slope * 3600, error * 3600
+
+
+def slope_within_lives(
+    samples: list[Sample], name: str, window_start: float, window_end: float = float("inf")
+) -> float | None:
+    """Units per hour (see :func:`fit`)."""
+    fitted = fit(samples, name, window_start, window_end)
+    return None if fitted is None else fitted[0]
 
 
 def slopes(samples: list[Sample], seconds: float) -> dict[str, dict]:
@@ -73,9 +93,11 @@ def slopes(samples: list[Sample], seconds: float) -> dict[str, dict]:
     not the drain after them, when the load falls), its bound, and whether it is within it."""
     out = {}
     for name, (unit, bound) in SERIES.items():
-        slope = slope_within_lives(samples, name, seconds / 4, seconds)
+        fitted = fit(samples, name, seconds / 4, seconds)
+        slope = None if fitted is None else fitted[0]
         out[name] = {
             "per_hour": None if slope is None else round(slope, 3),
+            "standard_error": None if fitted is None else round(fitted[1], 3),
             "unit": unit,
             "bound_per_hour": bound,
             "flat": slope is not None and abs(slope) <= bound,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -93,6 +94,17 @@ class Slopes(SynchronousTestCase):
 
         self.assertAlmostEqual(flat.slope_within_lives(samples(0.0), "rss_mib", 0), 0.0, places=6)
         self.assertAlmostEqual(flat.slope_within_lives(samples(1.0), "rss_mib", 0), 60.0, places=6)
+
+    def test_noise_gives_the_slope_its_error(self):
+        rng = random.Random(4)
+        flat_but_noisy = self.samples(lambda since: rng.gauss(0, 2))
+        slope, error = flat.fit(flat_but_noisy, "rss_mib", 0)
+        self.assertGreater(error, 0)
+        self.assertLess(abs(slope), 3 * error)
+        leaking = self.samples(lambda since: since / 60 + rng.gauss(0, 2))
+        slope, error = flat.fit(leaking, "rss_mib", 0)
+        self.assertLess(abs(slope - 60), 3 * error)
+        self.assertGreater(slope, 5 * error)
 
     def test_the_plot_has_a_panel_per_series(self):
         samples = self.samples(lambda since: 0.0)
