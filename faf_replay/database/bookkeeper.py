@@ -84,11 +84,25 @@ class Bookkeeper(Service):
     def _complete(self, entry: Entry):
         self._busy.add(entry.game_id)
         try:
-            completed = False
+            completed, refused = False, None
             if entry.needs_metadata:
                 record = yield self._database.read_game(entry.game_id)
-                completed = yield self._complete_file(entry, record)
+                try:
+                    completed = yield self._complete_file(entry, record)
+                except OSError as error:  # the vault has no room for the new JSON line
+                    refused = error
             rows = yield self._database.mark_saved(entry.game_id, entry.ticks)
+            if refused is not None:
+                # The file is there and whole: the row says so; its JSON line waits.
+                metrics.save_failures.labels("io").inc()
+                log.warn(
+                    "game {game_id}: row marked; the vault refused its JSON line ({why}), kept in the "
+                    "outbox for the next try",
+                    game_id=entry.game_id,
+                    why=str(refused),
+                )
+                self._later("room in the vault")
+                return False
             yield self._workers.run(self.outbox.remove, entry.game_id)
             metrics.outbox_entries.set(len(self.outbox))
             if entry.needs_metadata or rows == 0:
@@ -120,11 +134,16 @@ class Bookkeeper(Service):
 
     def _postpone(self, failure) -> bool:
         failure.trap(DatabaseError)
+        self._later()
+        return False
+
+    def _later(self, waiting_for: str = "the database") -> None:
+        """The next try of the outbox, after a wait (unless one is scheduled)."""
         if self.running and not self._retry.pending:
             delay = self._retry.later()
             log.info(
-                "{count} replay(s) wait for the database; next try in {delay:g} s",
+                "{count} replay(s) wait for {waiting_for}; next try in {delay:g} s",
                 count=len(self.outbox),
+                waiting_for=waiting_for,
                 delay=delay,
             )
-        return False

@@ -16,6 +16,7 @@ from faf_replay.database.config import DatabaseConfig
 from faf_replay.database.outbox import Outbox
 from faf_replay.database.pool import Database, DatabaseClosing, DatabaseError, GameRecord
 from faf_replay.replay.finished import FinishedReplay, SaveOutcome
+from faf_replay.save import durable
 from faf_replay.save.metadata import database_metadata
 from faf_replay.save.saver import Saver
 from faf_replay.save.vault import vault_path
@@ -411,6 +412,39 @@ class Outage(SavingWithTheDatabase):
         self.assertEqual(path.read_bytes(), before)
         self.assertEqual(len(self.logs.matching("JSON line not completed")), 1)
         self.assertEqual(self.db.replay_row(143), (1928, 1))  # the row is still right to mark
+
+
+class VaultFullWhenTheDatabaseReturns(SavingWithTheDatabase):
+    """Found by the chaos soak (seed 1, two minutes): the database came back while the vault
+    was full; completing a file's JSON line failed with ENOSPC, which the bookkeeper did not
+    expect ("Unhandled error in Deferred", a critical line) and the row stayed unmarked."""
+
+    @inlineCallbacks
+    def test_the_row_is_marked_and_the_json_line_waits_for_room(self):
+        self.db.standard_game(170, title="Evening 4v4")
+        dead = self.connect(DatabaseConfig("127.0.0.1", 1, "nobody", "nothing", "x"))
+        yield self.saver(dead).save(self.replay(170))
+        [entry] = self.outbox.entries()
+        self.assertTrue(entry.needs_metadata)
+
+        def full(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        replace = durable.replace
+        self.patch(durable, "replace", full)
+        bookkeeper = Bookkeeper(self.outbox, self.database, reactor, self.workers)
+        bookkeeper.startService()  # drains the outbox
+        self.addCleanup(bookkeeper.stopService)
+        yield until(lambda: bookkeeper._retry.pending, timeout=10)
+        self.assertEqual(self.db.replay_row(170), (1928, 1))  # the file is there: the row says so
+        self.assertEqual([e.game_id for e in self.outbox.entries()], [170])  # the JSON line waits
+        self.assertEqual(len(self.logs.matching("the vault refused its JSON line")), 1)
+
+        self.patch(durable, "replace", replace)
+        yield bookkeeper.drain()
+        meta, scfa = self.saved(170)
+        self.assertEqual((meta["title"], scfa), ("Evening 4v4", recording("example")))
+        self.assertEqual(self.outbox.entries(), [])
 
 
 class OutboxFullAndDatabaseDown(SavingWithTheDatabase):
