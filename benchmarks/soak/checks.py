@@ -36,6 +36,8 @@ class Verdicts:
     cut: int = 0
     #: Cut games that kept at least their durable floor, and how many bytes beyond it.
     cut_kept: int = 0
+    #: Watchers of a game a kill -9 cut who had seen bytes it took before they were durable.
+    shown_before_durable: int = 0
     nothing_durable: int = 0
     lost: int = 0
     bytes_lost: int = 0
@@ -93,10 +95,14 @@ def floor(log: GameLog, durable: list[tuple[str, float, dict[int, dict[str, int]
     return best, owed
 
 
-def cut_by_fault(log: GameLog, done: list[Done], durable: list) -> bool:
-    if any(log.plan.id in games for _, _, games in durable):
+def cut_by_fault(
+    log: GameLog, done: list[Done], durable: list, kinds: tuple[str, ...] = ("kill", "deploy")
+) -> bool:
+    """Whether a kill or a deploy (``kinds``) found the game unsaved: in the spool then, or
+    one of its players' connections lost at that moment."""
+    if any(kind in kinds and log.plan.id in games for kind, _, games in durable):
         return True
-    restarts = [(d.began, d.ended) for d in done if d.kind in ("kill", "deploy")]
+    restarts = [(d.began, d.ended) for d in done if d.kind in kinds]
     return any(
         began - CUT_MARGIN <= at <= ended + CUT_MARGIN for at, _ in log.cuts for began, ended in restarts
     )
@@ -171,7 +177,13 @@ def _ticks(data: bytes) -> int | None:
         return None
 
 
-def check_watcher(verdicts: Verdicts, watch: WatchLog, log: GameLog, saved_body: bytes | None) -> None:
+def check_watcher(
+    verdicts: Verdicts, watch: WatchLog, log: GameLog, saved_body: bytes | None, *, killed: bool = False
+) -> None:
+    """The watcher got no byte the replay lacks, none earlier than the delay allows. One
+    exception, counted apart: a kill -9 (``killed``) takes what was not yet durable, and a
+    watcher may have been shown some of it (the end of a game is shown at once; a full spool
+    keeps uploads in memory): such bytes must still be an upload's own."""
     verdicts.watchers += 1
     if not watch.connected:
         return
@@ -181,6 +193,11 @@ def check_watcher(verdicts: Verdicts, watch: WatchLog, log: GameLog, saved_body:
         verdicts.problem("watcher header", f"game {game}: a watcher got a replay header no upload sent")
     if watch.body:
         if saved_body is None or watch.body > len(saved_body):
+            digest = watch.digest.hexdigest()
+            real = any(hashlib.sha256(body(s)[: watch.body]).hexdigest() == digest for s in _streams(log))
+            if killed and real:
+                verdicts.shown_before_durable += 1
+                return
             verdicts.problem(
                 "watcher extra bytes",
                 f"game {game}: a watcher got {watch.body} body bytes, the replay has "

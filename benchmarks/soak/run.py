@@ -179,7 +179,9 @@ def _play(plan: Plan, timers: dict[str, float], faults: Faults, cases: list):
             verdicts, log, vault=vault.path, rows=rows, done=faults.done, durable=faults.durable
         )
     for watch in players.watches:
-        checks.check_watcher(verdicts, watch, players.games[watch.game], saved_bodies.get(watch.game))
+        log = players.games[watch.game]
+        killed = checks.cut_by_fault(log, faults.done, faults.durable, ("kill",))
+        checks.check_watcher(verdicts, watch, log, saved_bodies.get(watch.game), killed=killed)
     server_facts = checks.check_server(verdicts, spool.path, server.log_lines(), set(players.games))
     if not ended:
         verdicts.problem("not ended", "some games' uploads never stopped")
@@ -230,6 +232,7 @@ def _play(plan: Plan, timers: dict[str, float], faults: Faults, cases: list):
         "rows_ok": verdicts.rows_ok,
         "watchers_checked": verdicts.watchers_checked,
         "watchers_whole": verdicts.watchers_whole,
+        "watchers_shown_before_durable": verdicts.shown_before_durable,
         "drain_seconds": round(drain_seconds, 1),
         "server": server_facts,
         "slopes": fitted,

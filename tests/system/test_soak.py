@@ -202,6 +202,14 @@ class Checks(SynchronousTestCase):
         watch.digest = hashlib.sha256(body[:100])
         checks.check_watcher(self.verdicts, watch, log, body[:50])
         self.assertEqual(self.verdicts.kinds["watcher extra bytes"], 1)
+        checks.check_watcher(self.verdicts, watch, log, body[:50], killed=True)  # a kill took them
+        self.assertEqual(
+            (self.verdicts.kinds["watcher extra bytes"], self.verdicts.shown_before_durable), (1, 1)
+        )
+        watch.digest = hashlib.sha256(body[:99] + b"?")
+        checks.check_watcher(self.verdicts, watch, log, body[:50], killed=True)  # but not bytes never sent
+        self.assertEqual(self.verdicts.kinds["watcher extra bytes"], 2)
+        watch.digest = hashlib.sha256(body[:100])
         watch.early.append((1.0, 100, 40))
         checks.check_watcher(self.verdicts, watch, log, body)
         self.assertEqual(self.verdicts.kinds["watcher early"], 1)
@@ -228,7 +236,7 @@ class ShortRun(TestCase):
     def test_two_minutes_of_faults_lose_nothing(self):
         if os.geteuid() != 0 or not shutil.which("nft", path="/usr/sbin:/sbin:" + os.environ.get("PATH", "")):
             unavailable("NETNS", "the soak needs root and nftables", "as root: apt-get install nftables")
-        report = Path(self.mktemp())
+        report = Path(self.mktemp()).resolve()  # the soak runs from the repository
         done = subprocess.run(
             [sys.executable, "-m", "benchmarks.soak", *SHORT_RUN, f"--report={report}"],
             cwd=REPOSITORY,
