@@ -28,6 +28,11 @@ def arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--server-option", action="append", default=[], help="one more twistd faf-replay option"
     )
+    parser.add_argument(
+        "--refit",
+        metavar="REPORT",
+        help="fit the slopes of a report (JSON) again, and plot them; runs nothing",
+    )
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--inside", help=argparse.SUPPRESS)  # the namespace it runs in
     args = parser.parse_args(argv)
@@ -93,9 +98,41 @@ def inside(args: argparse.Namespace) -> int:
     return 0 if report.passed(outcome, strict_slopes=args.minutes >= 20) else 1
 
 
+def refit(args: argparse.Namespace) -> int:
+    """The slopes of a report again, with this checkout's fit; the load a report from before
+    the sampler noted ``held_mib`` is given from its plan (``players.held_by_plan``)."""
+    from benchmarks.soak import flat  # noqa: PLC0415
+    from benchmarks.soak.players import held_by_plan  # noqa: PLC0415
+
+    report = json.loads(Path(args.refit).read_text())
+    settings = report["plan"]
+    the_plan = plan(
+        settings["minutes"], settings["seed"], Scale(settings["games_at_once"], settings["compression"])
+    )
+    samples = []
+    for raw in report["samples"]:
+        values = dict(raw["values"])
+        if "held_mib" not in values:
+            values["held_mib"] = held_by_plan(the_plan, raw["at"], raw["at"] - raw["since_start"])
+        samples.append(flat.Sample(raw["at"], raw["life"], raw["since_start"], values))
+    fitted = flat.slopes(samples, the_plan.seconds)
+    for name, slope in fitted.items():
+        print(
+            f"{name}: {slope['per_hour']} ± {slope['standard_error']} {slope['unit']} per hour"
+            f" (bound {slope['bound_per_hour']}: {'flat' if slope['flat'] else 'NOT FLAT'})"
+        )
+    if args.plot:
+        title = f"faf-replay soak, seed {settings['seed']}, {settings['minutes']:g} min"
+        Path(args.plot).write_text(flat.plot(samples, the_plan.seconds, fitted, title))
+    print(json.dumps(fitted))
+    return 0
+
+
 def main() -> int:
     argv = sys.argv[1:]
     args = arguments(argv)
+    if args.refit:
+        return refit(args)
     if args.inside:
         return inside(args)
     if os.geteuid() != 0:

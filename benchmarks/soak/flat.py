@@ -6,9 +6,9 @@ lives would read the restarts as a trend. So the slope is fitted within lives: e
 samples are centred on their own means (a regression with one intercept per life, one shared
 slope), and the first :data:`WARM_UP` seconds of each life are left out. And a new life starts
 with none of the games its predecessor held (FA does not reconnect): its load climbs for
-minutes. So the slope is the one at constant load: the players' open connections are a second
-variable of the regression, and what is reported is the change with time alone. Pure
-arithmetic, no Twisted.
+minutes, in connections and in the bytes its games hold. So the slope is the one at constant
+load: those are variables of the regression too (:data:`LOAD`), and what is reported is the
+change with time alone. Pure arithmetic, no Twisted.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ import math
 from dataclasses import dataclass
 from html import escape
 
-#: The sample value the slopes hold constant: the players' connections open.
-LOAD = "connections"
+#: The sample values the slopes hold constant: the players' connections open, and the body
+#: bytes the running games hold (a game's merged body grows as it goes, so a life's memory
+#: climbs while its games are young even at a constant number of them).
+LOAD = ("connections", "held_mib")
 #: Seconds after a start whose samples are not fitted (the recovery and the first games).
 WARM_UP = 30.0
 #: The series, their unit, and the largest slope (per hour) still called flat. Why these: see
@@ -44,40 +46,61 @@ def fit(
     samples: list[Sample], name: str, window_start: float, window_end: float = float("inf")
 ) -> tuple[float, float] | None:
     """Units per hour of ``name`` over samples from ``window_start`` to ``window_end``, fitted
-    within lives, at constant load (``connections``) where the samples have it; and the
+    within lives, at constant load (every one of :data:`LOAD` the samples have); and the
     slope's standard error (units per hour). None without enough samples."""
-    lives: dict[int, list[tuple[float, float, float]]] = {}
+    lives: dict[int, list[list[float]]] = {}
     for sample in samples:
         value = sample.values.get(name)
         inside = window_start <= sample.at <= window_end
         if inside and sample.since_start >= WARM_UP and value is not None:
-            load = sample.values.get(LOAD, 0.0)
-            lives.setdefault(sample.life, []).append((sample.at, load, value))
-    centred, fitted_lives = [], 0
-    for points in lives.values():
-        if len(points) < 3:
+            row = [sample.at, *(sample.values.get(load, 0.0) for load in LOAD), value]
+            lives.setdefault(sample.life, []).append(row)
+    centred: list[list[float]] = []
+    fitted_lives = 0
+    for rows in lives.values():
+        if len(rows) < 3:
             continue
         fitted_lives += 1
-        mean_t, mean_l, mean_y = (sum(p[i] for p in points) / len(points) for i in range(3))
-        centred += [(at - mean_t, load - mean_l, value - mean_y) for at, load, value in points]
-    stt = sum(t * t for t, _, _ in centred)
-    if not stt:
+        means = [sum(column) / len(rows) for column in zip(*rows, strict=True)]
+        centred += [[x - m for x, m in zip(row, means, strict=True)] for row in rows]
+    if not centred or not sum(row[0] ** 2 for row in centred):
         return None
-    stl = sum(t * c for t, c, _ in centred)
-    sll = sum(c * c for _, c, _ in centred)
-    sty = sum(t * y for t, _, y in centred)
-    sly = sum(c * y for _, c, y in centred)
-    determinant = stt * sll - stl * stl
-    if sll == 0 or abs(determinant) < 1e-9 * stt * sll:  # no load, or load moving with time alone
-        slope, per_load, variance_factor = sty / stt, 0.0, 1 / stt
-    else:
-        slope = (sty * sll - sly * stl) / determinant
-        per_load = (sly * stt - sty * stl) / determinant
-        variance_factor = sll / determinant
-    residuals = sum((y - slope * t - per_load * c) ** 2 for t, c, y in centred)
-    freedom = len(centred) - fitted_lives - 2
-    error = math.sqrt(residuals / freedom * variance_factor) if freedom > 0 else float("inf")
-    return slope * 3600, error * 3600
+    # The load variables that vary at all, then least squares by the normal equations.
+    width = len(LOAD) + 1
+    used = [0] + [i for i in range(1, width) if sum(row[i] ** 2 for row in centred) > 0]
+    xs = [[row[i] for i in used] for row in centred]
+    ys = [row[-1] for row in centred]
+    normal = [[sum(x[i] * x[j] for x in xs) for j in range(len(used))] for i in range(len(used))]
+    inverse = _inverse(normal)
+    if inverse is None:  # a load moving with time alone: the time slope by itself
+        xs, inverse = [[x[0]] for x in xs], [[1 / normal[0][0]]]
+    right = [sum(x[i] * y for x, y in zip(xs, ys, strict=True)) for i in range(len(inverse))]
+    beta = [sum(inverse[i][j] * right[j] for j in range(len(right))) for i in range(len(right))]
+    residuals = sum(
+        (y - sum(b * v for b, v in zip(beta, x, strict=True))) ** 2 for x, y in zip(xs, ys, strict=True)
+    )
+    freedom = len(xs) - fitted_lives - len(beta)
+    error = math.sqrt(residuals / freedom * inverse[0][0]) if freedom > 0 else float("inf")
+    return beta[0] * 3600, error * 3600
+
+
+def _inverse(matrix: list[list[float]]) -> list[list[float]] | None:
+    """Gauss-Jordan with partial pivoting; None for a (nearly) singular matrix."""
+    n = len(matrix)
+    work = [[*row, *(1.0 if i == j else 0.0 for j in range(n))] for i, row in enumerate(matrix)]
+    scale = max(abs(v) for row in matrix for v in row) or 1.0
+    for column in range(n):
+        pivot = max(range(column, n), key=lambda r: abs(work[r][column]))
+        if abs(work[pivot][column]) < 1e-12 * scale:
+            return None
+        work[column], work[pivot] = work[pivot], work[column]
+        lead = work[column][column]
+        work[column] = [v / lead for v in work[column]]
+        for r in range(n):
+            if r != column and work[r][column]:
+                factor = work[r][column]
+                work[r] = [a - factor * b for a, b in zip(work[r], work[column], strict=True)]
+    return [row[n:] for row in work]
 
 
 def slope_within_lives(

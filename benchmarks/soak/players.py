@@ -25,7 +25,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Protocol
 
 from benchmarks.load.streams import split, tick_times
-from benchmarks.soak.plan import GamePlan, UploadPlan, WatchPlan
+from benchmarks.soak.plan import GamePlan, Plan, UploadPlan, WatchPlan
 from benchmarks.soak.stack import GAME_PORT, WS_PORT
 from tests.support.clients import WebSocketClient, connect
 from tests.support.fuzz_server import local_port
@@ -111,6 +111,22 @@ class Pacing:
     def offset(self, seconds: float) -> int:
         reached = bisect.bisect_right(self.times, seconds / self.stretch)
         return self.offsets[reached - 1] if reached else self.header
+
+
+def held_by_plan(plan: Plan, at: float, life_began: float) -> float:
+    """The body MiB the games a server life holds at ``at`` (seconds into the run) had been sent,
+    from the plan alone: the games started since the life began and not over (a kill or a
+    deploy cuts the games of the life before; FA does not reconnect). What the sampler measures
+    as ``held_mib``, for a report from before it did."""
+    held = 0
+    for game in plan.games:
+        if life_began <= game.start <= at < game.start + game.length:
+            held += max(
+                Pacing(upload.recording, game.length).offset(at - game.start)
+                - Pacing(upload.recording, 1).header
+                for upload in game.uploads
+            )
+    return held / 2**20
 
 
 class Upload(Protocol):

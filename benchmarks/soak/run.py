@@ -74,6 +74,7 @@ class Sampler:
             "spool_mib": spool / 2**20,
             # The load, as the players see it: what the slopes are taken at (flat.py).
             "connections": float(len(self.players.uploading) + self.players.watching),
+            "held_mib": sum(g.sent[-1][1] for g in self.players.games.values() if g.ended_at is None) / 2**20,
         }
         lag_sum = _metric(text, "replayserver_reactor_lag_seconds_sum")
         lag_count = _metric(text, "replayserver_reactor_lag_seconds_count")

@@ -95,6 +95,23 @@ class Slopes(SynchronousTestCase):
         self.assertAlmostEqual(flat.slope_within_lives(samples(0.0), "rss_mib", 0), 0.0, places=6)
         self.assertAlmostEqual(flat.slope_within_lives(samples(1.0), "rss_mib", 0), 60.0, places=6)
 
+    def test_games_growing_at_a_constant_number_are_no_trend(self):
+        # As many games all along, but each life's games are young at first: the bytes they
+        # hold climb, and memory with them (a merged body each), without any leak.
+        out = []
+        for life in range(4):
+            for n in range(60):
+                since = n * 5.0
+                held = min(since, 200.0) / 10 + (n % 7)  # MiB, with some wobble
+                values = {"rss_mib": 100 + 1.5 * held, "connections": 1000.0 + n % 3, "held_mib": held}
+                out.append(flat.Sample(life * 300 + since, life + 1, since, values))
+        self.assertAlmostEqual(flat.slope_within_lives(out, "rss_mib", 0), 0.0, places=6)
+        without = [
+            flat.Sample(s.at, s.life, s.since_start, {k: v for k, v in s.values.items() if k != "held_mib"})
+            for s in out
+        ]
+        self.assertGreater(flat.slope_within_lives(without, "rss_mib", 0), 100)
+
     def test_noise_gives_the_slope_its_error(self):
         rng = random.Random(4)
         flat_but_noisy = self.samples(lambda since: rng.gauss(0, 2))
