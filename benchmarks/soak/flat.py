@@ -155,7 +155,7 @@ def plot(samples: list[Sample], seconds: float, fitted: dict[str, dict], title: 
             return top + panel - panel * (value - low) / (high - low or 1.0)
 
         parts.append(
-            f'<rect x="{x(seconds / 4):.1f}" y="{top}" width="{x(span) - x(seconds / 4):.1f}"'
+            f'<rect x="{x(seconds / 4):.1f}" y="{top}" width="{x(seconds) - x(seconds / 4):.1f}"'
             f' height="{panel}"'
             ' fill="#eef4ff"/>'
         )
