@@ -34,7 +34,7 @@ class Verdicts:
     saved: int = 0
     exact: int = 0
     cut: int = 0
-    #: Cut games that kept at least their durable floor, and how many bytes beyond it.
+    #: Cut games that kept at least their durable floor.
     cut_kept: int = 0
     #: Watchers of a game a kill -9 cut who had seen bytes it took before they were durable.
     shown_before_durable: int = 0

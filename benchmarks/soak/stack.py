@@ -13,12 +13,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from benchmarks.load.paths import ROOT
 from benchmarks.load.rows import fill_tables
+from tests.support.processes import TWISTD
 
 #: Fixed ports: a restarted server must be where the players look for it.
 GAME_PORT, WS_PORT, HTTP_PORT = 15000, 15001, 8011
@@ -118,9 +118,7 @@ class ReplayServer:
     def start(self) -> None:
         self.lives += 1
         command = [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
+            *TWISTD,
             "-n",
             "--pidfile=",
             "faf-replay",
