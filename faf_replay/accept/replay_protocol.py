@@ -124,7 +124,8 @@ class ReplayProtocol(ConnectionProtocol):
             self._enter(Phase.ADMITTING)
             self._admitting += rest
             self.connection.pauseProducing()
-            vault.open(header.game_id).addCallback(self._from_vault, header)
+            hold = self._registry.vault_hold(header.game_id)
+            vault.open(header.game_id, hold).addCallback(self._from_vault, header)
             return
         if header.kind is Kind.UPLOAD and self._registry.needs_admission(header.game_id):
             # Stop reading until the database says whether this game may start.

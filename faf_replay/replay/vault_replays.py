@@ -6,7 +6,11 @@ live watcher at the end would have: the saved file's stream, read back from
 the vault, through the same :class:`~faf_replay.replay.download.DownloadProtocol`
 (flow control, stall detection, linger). The game has ended, so no delay
 applies. A file is watchable for ``vault_watch_age`` seconds after it was
-written (0: never). The vault is only read here; nothing writes to it.
+written (0: never). A replay this run did not see end (saved by an earlier run
+that a deploy or a kill stopped, or recovered from the spool) waits out the
+delay first: its game was cut while its players were connected, and they may be
+playing still (the registry says how long: ``GameRegistry.vault_hold``). The
+vault is only read here; nothing writes to it.
 
 Many watchers of one ended game share one decompressed copy: the reads of a
 game are shared while pending and the last few replays stay in memory
@@ -56,13 +60,25 @@ class VaultReplay:
         """Nothing to do: an ended game keeps no list of its watchers."""
 
 
-def read_saved_stream(path: Path, max_age: float, now: float) -> bytes | None:
+class TooYoung(Exception):
+    """A saved replay not yet as old as a watcher of it must wait for."""
+
+    def __init__(self, age: float, min_age: float) -> None:
+        super().__init__(f"saved {age:.0f} s ago, watchable {min_age:.0f} s after its save")
+        self.age, self.min_age = age, min_age
+
+
+def read_saved_stream(path: Path, max_age: float, now: float, min_age: float = 0.0) -> bytes | None:
     """The replay stream saved at ``path`` (its zstd frame, decompressed), or
     None when there is no such file or it was written more than ``max_age``
-    seconds before ``now``. Blocking: run it in a worker thread."""
+    seconds before ``now``; :class:`TooYoung` when it was written less than
+    ``min_age`` seconds before. Blocking: run it in a worker thread."""
     try:
-        if now - os.stat(path).st_mtime > max_age:
+        age = now - os.stat(path).st_mtime
+        if age > max_age:
             return None
+        if age < min_age:
+            raise TooYoung(age, min_age)
         data = path.read_bytes()
     except FileNotFoundError:
         return None
@@ -81,9 +97,10 @@ class VaultReplays:
     def enabled(self) -> bool:
         return self.max_age > 0
 
-    def open(self, game_id: int) -> Deferred:
+    def open(self, game_id: int, min_age: float = 0.0) -> Deferred:
         """Fires with the game's :class:`VaultReplay`, or None when the vault
-        has no watchable replay for it (or it cannot be read: logged)."""
+        has no watchable replay for it: none, too old, saved less than
+        ``min_age`` seconds ago (logged), or it cannot be read (logged)."""
         if not self.enabled:
             return succeed(None)
         kept = self._kept.get(game_id)
@@ -95,7 +112,7 @@ class VaultReplays:
         waiters.append(waiter)
         if len(waiters) == 1:
             path = vault_path(self.vault, game_id)
-            read = self._workers.run(read_saved_stream, path, self.max_age, time.time())
+            read = self._workers.run(read_saved_stream, path, self.max_age, time.time(), min_age)
             read.addCallbacks(
                 self._read, self._unreadable, callbackArgs=(game_id,), errbackArgs=(game_id, path)
             )
@@ -111,6 +128,18 @@ class VaultReplays:
             waiter.callback(replay)
 
     def _unreadable(self, failure: Failure, game_id: int, path: Path) -> None:
+        if failure.check(TooYoung):
+            young = failure.value
+            log.info(
+                "game {game_id}: not served from the vault yet: this run did not see it end and its "
+                "players may be playing still; its replay was saved {age:.0f} s ago, watchable "
+                "{left:.0f} s from now",
+                game_id=game_id,
+                age=young.age,
+                left=young.min_age - young.age,
+            )
+            self._read(None, game_id)
+            return
         log.failure(
             "game {game_id}: its saved replay {path} cannot be read for a watcher",
             failure,

@@ -1,11 +1,14 @@
 """Watching a game that has ended: the whole replay, from the vault, over TCP and WebSocket."""
 
 import json
+import os
+import time
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from faf_replay.replay.lifecycle import State
+from faf_replay.save.vault import vault_path
 from tests.support.clients import Uploader, Watcher, until
 from tests.support.logs import CapturedLogs
 from tests.support.metrics import metric
@@ -92,15 +95,45 @@ class VaultWatching(OverTCP, TestCase):
         self.assertEqual((yield slow.done), stream)
 
     @inlineCallbacks
-    def test_a_watcher_after_a_restart_gets_the_whole_replay(self):
+    def test_a_watcher_after_a_restart_gets_the_whole_replay_once_the_delay_has_passed(self):
+        """The new run did not see the game end (a deploy may have cut it while its players
+        played on): its replay waits out the delay from its save, then is served whole."""
         vault = self.mktemp()
         service, port = yield self.start(vault=vault)
         stream = recording("8805603")
         yield self.play(port, service, 3003, stream)
         yield service.stopService()
-        service, port = yield self.start(vault=vault)
+        service, port = yield self.start(vault=vault, delay="60")
         self.assertNotIn(3003, service.registry.games)
+        self.assertEqual((yield self.watch(port, 3003)), b"")
+        [line] = self.logs.matching("game 3003: not served from the vault yet")
+        self.assertIn("watchable", line)
+        self.assertEqual(len(self.logs.matching("cannot watch game 3003: no live replay")), 1)
+        aged = time.time() - 61
+        os.utime(vault_path(vault, 3003), (aged, aged))
         self.assertEqual((yield self.watch(port, 3003)), stream)
+
+    @inlineCallbacks
+    def test_a_game_a_deploy_cut_is_not_shown_past_the_delay(self):
+        """SIGTERM in the middle of a game saves what its players sent; they play on (FA does
+        not reconnect): a watcher after the restart gets nothing the delay would not show."""
+        vault = self.mktemp()
+        service, port = yield self.start(vault=vault, delay="60")
+        header, body = split(recording("8805603"))
+        player = Uploader(3007, "p0.SCFAreplay", header + body[:20_000], [4096])
+        player.keep_open = True
+        yield self.connect(port, player)
+        yield player.sent_all
+        yield until(lambda: 3007 in service.registry.games)
+        live = Watcher(3007, "live")
+        yield self.connect(port, live)
+        yield service.stopService()
+        self.assertEqual(read_saved(vault, 3007)[1], header + body[:20_000])
+        self.assertIn((yield live.done), (b"", header))  # the delay had shown no body byte
+        service, port = yield self.start(vault=vault, delay="60")
+        self.assertEqual((yield self.watch(port, 3007)), b"")
+        player.transport.loseConnection()  # the first run's end of it may still be closing
+        yield player.done
 
     @inlineCallbacks
     def test_a_game_never_seen_is_refused_as_today(self):

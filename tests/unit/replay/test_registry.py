@@ -9,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from faf_replay.replay.finished import SaveOutcome
 from faf_replay.replay.game import Refusal
 from faf_replay.replay.registry import GameRegistry
+from faf_replay.spool.spool import Spool
 from tests.support.fakes import FakeUploader, FakeWatcher, Saves
 from tests.support.logs import CapturedLogs
 from tests.support.metrics import metric
@@ -157,3 +158,46 @@ class Registry(SynchronousTestCase):
         self.successResultOf(stopped)
         self.assertTrue(watcher.closed)
         self.assertEqual(self.registry.games, {})
+
+
+class VaultHold(SynchronousTestCase):
+    """How long a saved replay waits in the vault before a watcher gets it (docs/protocol.md,
+    "Watching an ended game"): at once when this run saw every upload end, the delay when it
+    did not (saved by a run a deploy or a kill stopped, or recovered from the spool)."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(10_000)
+        self.saves = Saves()
+        spool = self.mktemp()
+        left = Spool(spool).game(77, 1234.5)  # a game a killed run left in the spool
+        left.new_upload("Rowan.SCFAreplay").write(recording("example"))
+        self.registry = GameRegistry(SETTINGS, self.clock, self.saves, spool=Spool(spool))
+        self.registry.startService()
+        self.addCleanup(lambda: self.registry.running and self.registry.stopService())
+
+    def test_a_game_this_run_saw_end_at_once(self):
+        game, _ = self.registry.game_for_upload(5)
+        uploader = FakeUploader(game)
+        game.add_uploader(uploader)
+        uploader.send(recording("example"))
+        uploader.leave()
+        done = self.registry.when_done(5)
+        self.clock.advance(SETTINGS.grace + 1)
+        self.successResultOf(done)
+        self.assertEqual(self.registry.vault_hold(5), 0)
+
+    def test_a_game_this_run_never_saw_after_the_delay(self):
+        self.assertEqual(self.registry.vault_hold(6), SETTINGS.delay)
+
+    def test_a_recovered_game_after_the_delay_though_this_run_saved_it(self):
+        self.assertIn(77, self.registry.games)
+        self.assertTrue(self.registry.ended(77))  # watchers go to the vault, not the live game
+        self.assertEqual(self.registry.game_for_watch(77)[1].label, "recovered game")
+        done = self.registry.when_done(77)
+        self.clock.advance(SETTINGS.grace + 1)
+        self.successResultOf(done)
+        self.assertEqual([r.game_id for r in self.saves.replays], [77])
+        self.assertEqual(self.registry.vault_hold(77), SETTINGS.delay)
+        self.clock.advance(GameRegistry.remember_ended + SETTINGS.sample_interval * 2)
+        self.assertEqual(self.registry.vault_hold(77), SETTINGS.delay)  # forgotten: never seen

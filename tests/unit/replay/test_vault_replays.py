@@ -42,9 +42,9 @@ class ReadingTheVault(SynchronousTestCase):
     def save(self, game_id, stream):
         write_replay(self.vault, game_id, {"uid": game_id}, stream, 3)
 
-    def opened(self, game_id):
+    def opened(self, game_id, min_age=0.0):
         results = []
-        self.replays.open(game_id).addCallback(results.append)
+        self.replays.open(game_id, min_age).addCallback(results.append)
         self.workers.finish()
         [result] = results
         return result
@@ -75,6 +75,18 @@ class ReadingTheVault(SynchronousTestCase):
         results = []
         off.open(10).addCallback(results.append)
         self.assertEqual((results, self.workers.calls), ([None], []))
+
+    def test_a_replay_younger_than_asked_waits(self):
+        logs = CapturedLogs(self)
+        stream = recording("example")
+        self.save(11, stream)
+        self.assertIsNone(self.opened(11, min_age=60))
+        [line] = logs.matching("game 11: not served from the vault yet")
+        self.assertIn("saved 0 s ago, watchable 60 s from now", line)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        aged = time.time() - 61
+        os.utime(vault_path(self.vault, 11), (aged, aged))
+        self.assertEqual(self.opened(11, min_age=60).read(0, len(stream)), stream)
 
     def test_an_unreadable_file_is_logged_and_refused(self):
         logs = CapturedLogs(self)
