@@ -3,6 +3,8 @@ keep working, plus ours. Label values are a small fixed set."""
 
 from __future__ import annotations
 
+import sys
+
 from prometheus_client import Counter, Gauge, Histogram
 
 active_connections = Gauge(
@@ -109,3 +111,10 @@ quarantined_replays = Counter(
     "replayserver_quarantined_replays",
     "Games whose save failed by their data three times: their uploads moved to the spool's quarantine.",
 )
+python_allocated_blocks = Gauge(
+    "replayserver_python_allocated_blocks",
+    "Memory blocks the Python allocator holds now (sys.getallocatedblocks). Unlike the resident "
+    "memory, which keeps its high-water mark, this falls when objects are freed: a leak is this "
+    "rising while the load stays the same.",
+)
+python_allocated_blocks.set_function(sys.getallocatedblocks)

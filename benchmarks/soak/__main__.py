@@ -100,9 +100,9 @@ def inside(args: argparse.Namespace) -> int:
 
 def refit(args: argparse.Namespace) -> int:
     """The slopes of a report again, with this checkout's fit; the load a report from before
-    the sampler noted ``held_mib`` is given from its plan (``players.held_by_plan``)."""
+    the sampler noted ``held_mib`` and ``sent_mib`` is given from its plan (``players.load_by_plan``)."""
     from benchmarks.soak import flat  # noqa: PLC0415
-    from benchmarks.soak.players import held_by_plan  # noqa: PLC0415
+    from benchmarks.soak.players import load_by_plan  # noqa: PLC0415
 
     report = json.loads(Path(args.refit).read_text())
     settings = report["plan"]
@@ -112,10 +112,13 @@ def refit(args: argparse.Namespace) -> int:
     samples = []
     for raw in report["samples"]:
         values = dict(raw["values"])
-        if "held_mib" not in values:
-            values["held_mib"] = held_by_plan(the_plan, raw["at"], raw["at"] - raw["since_start"])
+        if "sent_mib" not in values:
+            held, sent = load_by_plan(the_plan, raw["at"], raw["at"] - raw["since_start"])
+            values.setdefault("held_mib", held)
+            values["sent_mib"] = sent
         samples.append(flat.Sample(raw["at"], raw["life"], raw["since_start"], values))
-    fitted = flat.slopes(samples, the_plan.seconds)
+    busy = flat.backlogs([(kind, began, ended) for kind, began, ended, *_ in report["fault_log"]])
+    fitted = flat.slopes(samples, the_plan.seconds, the_plan.settling, busy)
     for name, slope in fitted.items():
         print(
             f"{name}: {slope['per_hour']} ± {slope['standard_error']} {slope['unit']} per hour"

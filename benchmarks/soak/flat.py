@@ -4,11 +4,15 @@ lag, sampled through the run, and their slope over its last three quarters, with
 A kill or a deploy starts a new process, whose memory starts low again: a slope fitted across
 lives would read the restarts as a trend. So the slope is fitted within lives: each life's
 samples are centred on their own means (a regression with one intercept per life, one shared
-slope), and the first :data:`WARM_UP` seconds of each life are left out. And a new life starts
-with none of the games its predecessor held (FA does not reconnect): its load climbs for
-minutes, in connections and in the bytes its games hold. So the slope is the one at constant
-load: those are variables of the regression too (:data:`LOAD`), and what is reported is the
-change with time alone. Pure arithmetic, no Twisted.
+slope). A new life starts with none of the games its predecessor held (FA does not reconnect):
+its load climbs for minutes, in connections and in the bytes its games hold, until it holds
+games of every age; and the resident memory of a process keeps its high-water mark (freed
+memory mostly stays mapped), so a climb leaves a step that no later load explains. So each
+life's first minutes are left out (``warm_up``: the plan's longest game, ``Plan.settling``),
+and the slope is the one at constant load: the load is a variable of the regression too
+(:data:`LOAD`), and what is reported is the change with time alone. Beside the resident memory
+the Python allocator's live blocks (``heap_kblocks``), which fall when memory is freed: the
+series that tells a leak from a high-water mark. Pure arithmetic, no Twisted.
 """
 
 from __future__ import annotations
@@ -17,11 +21,18 @@ import math
 from dataclasses import dataclass
 from html import escape
 
-#: The sample values the slopes hold constant: the players' connections open, and the body
+#: The sample values the slopes hold constant: the players' connections open, the body
 #: bytes the running games hold (a game's merged body grows as it goes, so a life's memory
-#: climbs while its games are young even at a constant number of them).
-LOAD = ("connections", "held_mib")
-#: Seconds after a start whose samples are not fitted (the recovery and the first games).
+#: climbs while its games are young even at a constant number of them), and the bytes their
+#: uploads sent (what the spool holds: a game of 8 spools 8 copies, a duel 2).
+LOAD = ("connections", "held_mib", "sent_mib")
+#: Faults whose backlog (saves waiting for the database or the vault, uploads waiting for the
+#: spool's room) is not the steady load, and seconds after each whose samples are not fitted
+#: either: the backlog clears (the end of the run checks it all did), it does not pile up.
+BACKLOG_FAULTS = ("db-kill", "db-hang", "spool-full", "vault-full")
+SETTLE = 60.0
+#: Seconds after a start whose samples are not fitted, unless the caller says (the recovery
+#: and the first games).
 WARM_UP = 30.0
 #: The series, their unit, and the largest slope (per hour, at the soak's ~4,400 games an hour)
 #: still called flat. FAF saves 10^3-10^4 replays a day, so an hour here is 10 hours or more of
@@ -29,9 +40,12 @@ WARM_UP = 30.0
 #: afford: memory under 1 KiB a game (4 MiB/h: 280 MiB a month), a descriptor for fewer than
 #: one game in 1,000 (5/h: 340 a month, of a limit of 20,000), not one thread more, the spool
 #: not growing by an upload (40 KB) for every 40 games (4 MiB/h; at the end it must be empty
-#: anyway), the reactor's mean lag not 2 ms worse an hour. docs/benchmarks.md, "Chaos soak".
+#: anyway), the reactor's mean lag not 2 ms worse an hour; the live Python blocks (~64 bytes
+#: each) under 16 a game (64,000/h: a leaked game holds hundreds, so one game in ten leaking
+#: is well over). docs/benchmarks.md, "Chaos soak".
 SERIES = {
     "rss_mib": ("MiB", 4.0),
+    "heap_kblocks": ("thousand blocks", 64.0),
     "fds": ("descriptors", 5.0),
     "threads": ("threads", 1.0),
     "spool_mib": ("MiB", 4.0),
@@ -48,16 +62,24 @@ class Sample:
 
 
 def fit(
-    samples: list[Sample], name: str, window_start: float, window_end: float = float("inf")
+    samples: list[Sample],
+    name: str,
+    window_start: float,
+    window_end: float = float("inf"),
+    *,
+    warm_up: float = WARM_UP,
+    busy: tuple[tuple[float, float], ...] = (),
 ) -> tuple[float, float] | None:
     """Units per hour of ``name`` over samples from ``window_start`` to ``window_end``, fitted
     within lives, at constant load (every one of :data:`LOAD` the samples have); and the
-    slope's standard error (units per hour). None without enough samples."""
+    slope's standard error (units per hour). Samples inside a ``busy`` span (seconds into the
+    run) are left out. None without enough samples."""
     lives: dict[int, list[list[float]]] = {}
     for sample in samples:
         value = sample.values.get(name)
         inside = window_start <= sample.at <= window_end
-        if inside and sample.since_start >= WARM_UP and value is not None:
+        inside = inside and not any(start <= sample.at <= end for start, end in busy)
+        if inside and sample.since_start >= warm_up and value is not None:
             row = [sample.at, *(sample.values.get(load, 0.0) for load in LOAD), value]
             lives.setdefault(sample.life, []).append(row)
     centred: list[list[float]] = []
@@ -116,19 +138,35 @@ def slope_within_lives(
     return None if fitted is None else fitted[0]
 
 
-def slopes(samples: list[Sample], seconds: float) -> dict[str, dict]:
+def backlogs(faults: list[tuple[str, float, float]]) -> tuple[tuple[float, float], ...]:
+    """The spans (seconds into the run) of the :data:`BACKLOG_FAULTS` among ``(kind, began,
+    ended)``, each with :data:`SETTLE` seconds after it."""
+    return tuple((began, ended + SETTLE) for kind, began, ended in faults if kind in BACKLOG_FAULTS)
+
+
+def slopes(
+    samples: list[Sample],
+    seconds: float,
+    warm_up: float = WARM_UP,
+    busy: tuple[tuple[float, float], ...] = (),
+) -> dict[str, dict]:
     """Every series' slope over the last three quarters of a run of ``seconds`` (its arrivals;
-    not the drain after them, when the load falls), its bound, and whether it is within it."""
+    not the drain after them, when the load falls), each life's first ``warm_up`` seconds and
+    the ``busy`` spans left out, its bound, and whether it is within it; and the slope with
+    the busy spans in, for the record."""
     out = {}
     for name, (unit, bound) in SERIES.items():
-        fitted = fit(samples, name, seconds / 4, seconds)
+        fitted = fit(samples, name, seconds / 4, seconds, warm_up=warm_up, busy=busy)
+        everything = fit(samples, name, seconds / 4, seconds, warm_up=warm_up)
         slope = None if fitted is None else fitted[0]
         out[name] = {
             "per_hour": None if slope is None else round(slope, 3),
             "standard_error": None if fitted is None else round(fitted[1], 3),
+            "with_backlogs_per_hour": None if everything is None else round(everything[0], 3),
             "unit": unit,
             "bound_per_hour": bound,
             "flat": slope is not None and abs(slope) <= bound,
+            "warm_up_seconds": warm_up,
         }
     return out
 

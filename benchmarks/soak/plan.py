@@ -24,14 +24,14 @@ DIVERGING = "diverging_1"
 #: Fault kinds, in the report's order. ``blackhole`` is planned per upload, ``loss`` as levels.
 KINDS = ("kill", "deploy", "db-kill", "db-hang", "spool-full", "vault-full", "blackhole", "loss")
 #: Minutes between two faults of a kind, on average, in an hour-long run (at least one each).
-PERIODS = {"kill": 30, "deploy": 30, "db-kill": 10, "db-hang": 10, "spool-full": 12, "vault-full": 12}
+PERIODS = {"kill": 60, "deploy": 60, "db-kill": 10, "db-hang": 10, "spool-full": 12, "vault-full": 12}
 #: How long a fault lasts (seconds of the run, drawn uniformly); kill and deploy are instants.
 DURATIONS = {"db-kill": (5, 40), "db-hang": (5, 30), "spool-full": (10, 45), "vault-full": (10, 60)}
 #: Minutes between two changes of the packet loss level, and its levels (per mille).
 LOSS_PERIOD = 4
 LOSS_LEVELS = (10, 20, 30, 40, 50)
 #: Minutes between two storms: several faults at once.
-STORM_PERIOD = 30
+STORM_PERIOD = 60
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,13 @@ class Plan:
     faults: tuple[Fault, ...]
     #: When each fuzzed case starts (seconds into the run); the cases are drawn from the seed.
     hostile: tuple[float, ...] = field(default=())
+
+    @property
+    def settling(self) -> float:
+        """Seconds a new server life takes to hold games of every age, as a steady one does:
+        its longest game (a life starts with none of the games before it; FA does not
+        reconnect). The slopes leave these out of each life (``flat.fit``)."""
+        return max((game.length for game in self.games), default=0.0)
 
 
 def real_minutes(rng: random.Random, players: int) -> float:

@@ -113,20 +113,23 @@ class Pacing:
         return self.offsets[reached - 1] if reached else self.header
 
 
-def held_by_plan(plan: Plan, at: float, life_began: float) -> float:
+def load_by_plan(plan: Plan, at: float, life_began: float) -> tuple[float, float]:
     """The body MiB the games a server life holds at ``at`` (seconds into the run) had been sent,
-    from the plan alone: the games started since the life began and not over (a kill or a
-    deploy cuts the games of the life before; FA does not reconnect). What the sampler measures
-    as ``held_mib``, for a report from before it did."""
-    held = 0
+    and the MiB their uploads had sent, from the plan alone: the games started since the life
+    began and not over (a kill or a deploy cuts the games of the life before; FA does not
+    reconnect). What the sampler measures as ``held_mib`` and ``sent_mib``, for a report from
+    before it did."""
+    held = sent = 0
     for game in plan.games:
         if life_began <= game.start <= at < game.start + game.length:
+            elapsed = at - game.start
+            offsets = [Pacing(upload.recording, game.length).offset(elapsed) for upload in game.uploads]
             held += max(
-                Pacing(upload.recording, game.length).offset(at - game.start)
-                - Pacing(upload.recording, 1).header
-                for upload in game.uploads
+                offset - Pacing(upload.recording, 1).header
+                for offset, upload in zip(offsets, game.uploads, strict=True)
             )
-    return held / 2**20
+            sent += sum(offsets)
+    return held / 2**20, sent / 2**20
 
 
 class Upload(Protocol):

@@ -37,7 +37,8 @@ def wait_for(condition, timeout: float, step: float = 0.5):
 
 
 class Sampler:
-    """The server's memory, descriptors, threads, spool size and reactor lag, every few seconds."""
+    """The server's memory (resident, and the Python allocator's live blocks), descriptors,
+    threads, spool size and reactor lag, every few seconds."""
 
     def __init__(self, server: ReplayServer, faults: Faults, spool: Disk, players: Players) -> None:
         self.server, self.faults, self.spool, self.players = server, faults, spool, players
@@ -75,7 +76,9 @@ class Sampler:
             # The load, as the players see it: what the slopes are taken at (flat.py).
             "connections": float(len(self.players.uploading) + self.players.watching),
             "held_mib": sum(g.sent[-1][1] for g in self.players.games.values() if g.ended_at is None) / 2**20,
+            "sent_mib": sum(upload.sent for upload in self.players.uploading) / 2**20,
         }
+        values["heap_kblocks"] = _metric(text, "replayserver_python_allocated_blocks") / 1000
         lag_sum = _metric(text, "replayserver_reactor_lag_seconds_sum")
         lag_count = _metric(text, "replayserver_reactor_lag_seconds_count")
         if self._lag is not None and self._lag[0] == life and lag_count > self._lag[2]:
@@ -197,7 +200,8 @@ def _play(plan: Plan, timers: dict[str, float], faults: Faults, cases: list):
 
     injected = {kind: sum(1 for d in faults.done if d.kind == kind) for kind in KINDS}
     injected["blackhole"] = sum(g.vanished for g in players.games.values())
-    fitted = flat.slopes(sampler.samples, plan.seconds)
+    busy = flat.backlogs([(d.kind, d.began, d.ended) for d in faults.done])
+    fitted = flat.slopes(sampler.samples, plan.seconds, plan.settling, busy)
     loads = [load for load in sampler.load if load[0] >= plan.seconds / 4 and load[0] <= plan.seconds]
     return {
         "plan": {

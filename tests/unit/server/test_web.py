@@ -81,6 +81,14 @@ class Metrics(WebTestCase):
         ]:
             self.assertIn(name, text)
 
+    def test_the_python_heap_falls_when_memory_is_freed(self):
+        """Unlike the resident memory: a leak is this rising at a steady load (the soak's slope)."""
+        before = metric("replayserver_python_allocated_blocks")
+        held = [[n] for n in range(200_000)]  # 200,000 small lists (and their ints)
+        self.assertGreater(metric("replayserver_python_allocated_blocks") - before, 200_000)
+        del held
+        self.assertLess(abs(metric("replayserver_python_allocated_blocks") - before), 20_000)
+
 
 class ScrapedAtTheRoot(WebTestCase):
     """FAF scrapes ``/`` (``prometheus.io/path: '/'``); a browser there gets the page."""
