@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import MySQLdb
+from MySQLdb.constants import CLIENT
 from twisted.application.service import Service
 from twisted.enterprise import adbapi
 from twisted.internet.defer import CancelledError, Deferred, fail
@@ -210,6 +211,9 @@ class Database:
             db=config.name,
             charset="utf8mb4",
             use_unicode=True,
+            # An UPDATE counts the rows it found, not only those it changed: marking a row
+            # marked already (a recovered duplicate) still finds the game.
+            client_flag=CLIENT.FOUND_ROWS,
             connect_timeout=5,
             read_timeout=30,
             write_timeout=30,
@@ -253,7 +257,7 @@ class Database:
         return self.run("read game", _read_game, game_id)
 
     def mark_saved(self, game_id: int, ticks: int | None) -> Deferred:
-        """``replay_available = 1`` and the tick count; fires with the rows changed."""
+        """``replay_available = 1`` and the tick count; fires with the rows found (0: no such game)."""
         return self.run("mark replay saved", _mark_saved, game_id, ticks)
 
     def game_status(self, game_id: int) -> Deferred:

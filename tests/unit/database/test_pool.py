@@ -177,6 +177,14 @@ class ReadingGames(DatabaseTestCase):
         yield self.database.mark_saved(110, None)
         self.assertEqual(self.db.replay_row(110), (None, 1))
 
+    @inlineCallbacks
+    def test_a_row_marked_already_is_a_row_found(self):
+        """A recovered duplicate marks the row again with the same values: MariaDB changes
+        nothing, but the game is known (the bookkeeper's line must not say otherwise)."""
+        self.db.standard_game(111)
+        self.assertEqual((yield self.database.mark_saved(111, 1928)), 1)
+        self.assertEqual((yield self.database.mark_saved(111, 1928)), 1)
+
 
 class Faults(DatabaseTestCase):
     @inlineCallbacks
