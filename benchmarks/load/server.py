@@ -18,6 +18,7 @@ from benchmarks.load.paths import ROOT
 from benchmarks.load.plans import GamePlan
 from benchmarks.load.rows import Rows
 from benchmarks.process import Process
+from tests.support.processes import TWISTD
 
 
 class Server(Process):
@@ -27,9 +28,7 @@ class Server(Process):
 
     def __init__(self, workdir: Path, options: list[str], checkout: Path = ROOT) -> None:
         command = [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
+            *TWISTD,
             "-n",
             "--pidfile=",
             "faf-replay",

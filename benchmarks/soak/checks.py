@@ -21,7 +21,7 @@ import fafreplay
 from benchmarks.soak.faults import Done
 from benchmarks.soak.players import GameLog, WatchLog
 from faf_replay.save.vault import vault_path
-from tests.support.mutations import _agreed, body, header_end
+from tests.support.mutations import agreed_body, body, header_end
 from tests.support.recordings import recording
 
 #: Seconds around a kill or a deploy within which a player's lost connection is the fault's doing.
@@ -91,7 +91,7 @@ def floor(log: GameLog, durable: list[tuple[str, float, dict[int, dict[str, int]
         if len(set(streams)) == 1:
             best = max(best, *(len(b) for b in bodies))
         else:
-            best = max(best, len(_agreed(bodies, 2)[0]))
+            best = max(best, len(agreed_body(bodies, 2)[0]))
     return best, owed
 
 

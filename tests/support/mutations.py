@@ -178,7 +178,7 @@ def saved_problem(replay: bytes | None, received: list[bytes], quorum: int, stal
 
 
 def _quorum_problem(saved: bytes, bodies: list[bytes], quorum: int) -> str | None:
-    agreed, identical = _agreed(bodies, quorum)
+    agreed, identical = agreed_body(bodies, quorum)
     if not saved.startswith(agreed):
         return f"the saved body ({len(saved)} bytes) lacks the {len(agreed)} bytes {quorum} uploads agreed on"
     if identical and not any(whole == saved for whole in bodies if whole.startswith(agreed)):
@@ -186,7 +186,7 @@ def _quorum_problem(saved: bytes, bodies: list[bytes], quorum: int) -> str | Non
     return None
 
 
-def _agreed(bodies: list[bytes], quorum: int) -> tuple[bytes, bool]:
+def agreed_body(bodies: list[bytes], quorum: int) -> tuple[bytes, bool]:
     """The longest body prefix ``quorum`` uploads share (all of them, when
     fewer), and whether those uploads sent that very body, whole."""
     best, identical = b"", False
