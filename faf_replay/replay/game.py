@@ -74,9 +74,11 @@ class Game:
         self.started_at = clock.seconds() if started_at is None else started_at
 
         self.header: bytes | None = None
-        #: Body bytes watchers may have; grows at ticks, all of it once the write phase is over.
+        #: Body bytes watchers may have; grows at ticks, all of it once the write phase is over
+        #: and the replay saved. Never more than the spool holds (``_on_disk``).
         self.visible = 0
-        #: The write phase is over: no more bytes will become visible.
+        #: The write phase is over and the replay's first save attempt answered: no more bytes
+        #: will become visible.
         self.write_phase_over = False
         #: Login of the first uploader, as FAF names the replay's recorder.
         self.recorder: str | None = None
@@ -295,9 +297,25 @@ class Game:
             )
         self._uploads.keep(lambda record: record in merge)
         visible = merge.length if visible_cap is None else min(merge.length, visible_cap)
+        on_disk = self._on_disk()
+        if on_disk is not None:
+            visible = min(visible, on_disk)
         if visible > self.visible:
             self.visible = visible
             self._watchers.notify()
+
+    def _on_disk(self) -> int | None:
+        """Merged body bytes some upload still in the merge has in its spool file (each such
+        upload's body starts with the merged one), which watchers may see: a kill -9 takes
+        back what is only in memory, and the replay saved after it would lack bytes a watcher
+        had. None when no upload has a spool file (a server without a spool)."""
+        merge = self._merge
+        disks = [
+            on_disk
+            for record in self._uploads.records
+            if record in merge and (on_disk := record.stream.body_on_disk) is not None
+        ]
+        return min(merge.length, max(disks)) if disks else None
 
     # -- the end --------------------------------------------------------------
 
@@ -321,7 +339,6 @@ class Game:
         self._uploads.close_all()
 
         self._advance(None, cap)
-        self.write_phase_over = True
         ended_at = self._clock.seconds()
         log.info(
             "game {game_id}: write phase over ({reason}) after {duration:.0f} s, {length} body bytes merged",
@@ -330,7 +347,6 @@ class Game:
             duration=ended_at - self.started_at,
             length=self._merge.length,
         )
-        self._watchers.notify()
         merge, recorder = self._merge, self.recorder or ""
         replay = FinishedReplay(
             self.game_id, self.header, merge.canonical, recorder, self.started_at, ended_at
@@ -340,7 +356,19 @@ class Game:
         self._saving = SaveAttempts(
             replay, self._save, self._clock, self.spool, drain, retrying=self._retrying
         )
-        return self._saving.start()
+        return self._saving.start().addBoth(self._show_the_rest, cap)
+
+    def _show_the_rest(self, outcome: object, cap: int | None) -> object:
+        """The first save attempt answered: the last bytes, not yet on disk when the write
+        phase ended, are in the vault file (or, should it have failed, in the spool, where
+        the last flush put them): watchers get everything (``cap``: what the delay allows
+        when uploaders were still connected), and then the end."""
+        merge = self._merge
+        visible = merge.length if cap is None else min(merge.length, cap)
+        self.visible = max(self.visible, visible)
+        self.write_phase_over = True
+        self._watchers.notify()
+        return outcome
 
     def stop_retrying(self) -> None:
         """Shutdown: leave an unsaved replay in the spool for the next run."""

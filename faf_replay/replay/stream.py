@@ -270,6 +270,16 @@ class UploadStream:
         self.body = BodyView(self.store, length)
         self._scanner = None  # and its copy of the bytes with it
 
+    @property
+    def body_on_disk(self) -> int | None:
+        """Body bytes in its spool file, which a kill -9 cannot take back; None for an
+        upload kept in memory only (no spool file)."""
+        if self.store.file is None:
+            return None
+        if self.header is None:
+            return 0
+        return max(0, self.store.on_disk - len(self.header))
+
     def ignore(self, data: bytes) -> None:
         """Bytes that came after the upload ended: counted, not kept."""
         self.received += len(data)

@@ -5,10 +5,12 @@ from faf_replay.replay.finished import SaveOutcome
 from faf_replay.replay.game import Game, State
 from faf_replay.save.attempts import SAVE_RETRY_FIRST, SAVE_RETRY_MAX
 from faf_replay.settings import Settings
+from faf_replay.spool.spool import Spool
 from tests.support.fakes import FakeUploader, FakeWatcher, Saves
 from tests.support.logs import CapturedLogs
 from tests.support.metrics import metric
 from tests.support.recordings import chunks, recording, split
+from tests.unit.spool.test_spool import Writer
 
 SETTINGS = Settings(delay=300, sample_interval=1, grace=30, forced_end=18000, stall_timeout=60, quorum=2)
 
@@ -475,3 +477,58 @@ class SilentUploadsOff(GameTestCase):
         self.tick(10, times=6 * 60)
         self.assertIs(self.game.state, State.ACCEPTING)
         self.assertFalse(frozen.closed)
+
+
+class OnlyWhatTheSpoolHolds(GameTestCase):
+    """Watchers never get a byte a kill -9 could take back: only what some upload still in
+    the merge has in its spool file, and the last bytes once the replay is saved."""
+
+    def setUp(self):
+        super().setUp()
+        self.writer = Writer()
+        self.spool = Spool(self.mktemp(), submit=self.writer.submit)
+        self.game = Game(
+            1234, self.settings, self.clock, self.saves, self.done.append, spool=self.spool.game(1234, 0)
+        )
+        self.watcher = FakeWatcher(self.game)
+        self.game.add_watcher(self.watcher)
+
+    def written(self):
+        """The spool's writer catches up with what the uploads handed it."""
+        self.spool.send()
+        self.writer.run()
+
+    def test_the_delay_shows_nothing_the_disk_does_not_hold(self):
+        header, body = split(recording("example"))
+        a = self.uploader()
+        a.send(header + body)
+        self.tick(times=SETTINGS.delay + 1)  # the delay allows it all; the writer is stuck
+        self.assertEqual(self.game.merged_length, len(body))
+        self.assertEqual(self.game.visible, 0)
+        self.written()
+        self.tick()
+        self.assertEqual(self.game.visible, len(body))
+        self.assertEqual(bytes(self.watcher.data), header + body)
+
+    def test_the_last_bytes_once_the_replay_is_saved(self):
+        header, body = split(recording("example"))
+        half = len(body) // 2
+        a = self.uploader()
+        a.send(header + body[:half])
+        self.tick(times=SETTINGS.delay + 1)
+        self.written()
+        self.tick()
+        self.assertEqual(self.game.visible, half)
+        a.send(body[half:])
+        a.leave()  # everyone left: no delay any more, but the rest is only in memory
+        self.tick()
+        self.assertEqual(self.game.visible, half)
+        self.saves.hold = True
+        self.tick(times=SETTINGS.grace)
+        self.assertIs(self.game.state, State.SAVING)
+        self.assertEqual((self.game.visible, self.game.write_phase_over), (half, False))
+        self.assertFalse(self.watcher.saw_finished)
+        self.saves.pending[0].callback(SaveOutcome.SAVED)
+        self.assertEqual((self.game.visible, self.game.write_phase_over), (len(body), True))
+        self.assertEqual(bytes(self.watcher.data), header + body)
+        self.assertTrue(self.watcher.saw_finished)
