@@ -36,8 +36,6 @@ class Verdicts:
     cut: int = 0
     #: Cut games that kept at least their durable floor.
     cut_kept: int = 0
-    #: Watchers of a game a kill -9 cut who had seen bytes it took before they were durable.
-    shown_before_durable: int = 0
     nothing_durable: int = 0
     lost: int = 0
     bytes_lost: int = 0
@@ -177,13 +175,9 @@ def _ticks(data: bytes) -> int | None:
         return None
 
 
-def check_watcher(
-    verdicts: Verdicts, watch: WatchLog, log: GameLog, saved_body: bytes | None, *, killed: bool = False
-) -> None:
-    """The watcher got no byte the replay lacks, none earlier than the delay allows. One
-    exception, counted apart: a kill -9 (``killed``) takes what was not yet durable, and a
-    watcher may have been shown some of it (the end of a game is shown at once; a full spool
-    keeps uploads in memory): such bytes must still be an upload's own."""
+def check_watcher(verdicts: Verdicts, watch: WatchLog, log: GameLog, saved_body: bytes | None) -> None:
+    """The watcher got no byte the replay lacks (not even one a kill -9 took back: the server
+    shows only what is on disk), none earlier than the delay allows."""
     verdicts.watchers += 1
     if not watch.connected:
         return
@@ -193,11 +187,6 @@ def check_watcher(
         verdicts.problem("watcher header", f"game {game}: a watcher got a replay header no upload sent")
     if watch.body:
         if saved_body is None or watch.body > len(saved_body):
-            digest = watch.digest.hexdigest()
-            real = any(hashlib.sha256(body(s)[: watch.body]).hexdigest() == digest for s in _streams(log))
-            if killed and real:
-                verdicts.shown_before_durable += 1
-                return
             verdicts.problem(
                 "watcher extra bytes",
                 f"game {game}: a watcher got {watch.body} body bytes, the replay has "

@@ -47,9 +47,8 @@ def text(outcome: dict) -> str:
         f"saved {o['saved']}: {o['exact']} exact (no fault cut them), {o['cut']} cut by a kill or a deploy"
         f" ({o['cut_kept_durable']} kept all that was durable, {o['cut_before_anything_durable']} cut before"
         f" anything was); rows right: {o['rows_ok']}",
-        f"watchers checked {o['watchers_checked']}, got the whole replay {o['watchers_whole']}, shown bytes a"
-        f" kill -9 took before they were durable {o['watchers_shown_before_durable']}; still open at"
-        f" the end (game, transport, slow, connected, body bytes): {o['watchers_open_at_end']}",
+        f"watchers checked {o['watchers_checked']}, got the whole replay {o['watchers_whole']}; still open"
+        f" at the end (game, transport, slow, connected, body bytes): {o['watchers_open_at_end']}",
         f"drained {outcome['drain_seconds']} s after the last arrival; quarantined: "
         f"{len(outcome['server']['quarantined'])}; log lines by level: {outcome['server']['log_levels']}",
         "slopes over the last three quarters (per hour, within lives):",

@@ -186,8 +186,7 @@ def _play(plan: Plan, timers: dict[str, float], faults: Faults, cases: list):
         )
     for watch in players.watches:
         log = players.games[watch.game]
-        killed = checks.cut_by_fault(log, faults.done, faults.durable, ("kill",))
-        checks.check_watcher(verdicts, watch, log, saved_bodies.get(watch.game), killed=killed)
+        checks.check_watcher(verdicts, watch, log, saved_bodies.get(watch.game))
     server_facts = checks.check_server(verdicts, spool.path, server.log_lines(), set(players.games))
     if not ended:
         verdicts.problem("not ended", "some games' uploads never stopped")
@@ -239,7 +238,6 @@ def _play(plan: Plan, timers: dict[str, float], faults: Faults, cases: list):
         "rows_ok": verdicts.rows_ok,
         "watchers_checked": verdicts.watchers_checked,
         "watchers_whole": verdicts.watchers_whole,
-        "watchers_shown_before_durable": verdicts.shown_before_durable,
         "drain_seconds": round(drain_seconds, 1),
         "server": server_facts,
         "slopes": fitted,
