@@ -24,14 +24,19 @@ DIVERGING = "diverging_1"
 #: Fault kinds, in the report's order. ``blackhole`` is planned per upload, ``loss`` as levels.
 KINDS = ("kill", "deploy", "db-kill", "db-hang", "spool-full", "vault-full", "blackhole", "loss")
 #: Minutes between two faults of a kind, on average, in an hour-long run (at least one each).
-PERIODS = {"kill": 60, "deploy": 60, "db-kill": 10, "db-hang": 10, "spool-full": 12, "vault-full": 12}
+PERIODS = {"kill": 30, "deploy": 30, "db-kill": 10, "db-hang": 10, "spool-full": 12, "vault-full": 12}
 #: How long a fault lasts (seconds of the run, drawn uniformly); kill and deploy are instants.
 DURATIONS = {"db-kill": (5, 40), "db-hang": (5, 30), "spool-full": (10, 45), "vault-full": (10, 60)}
 #: Minutes between two changes of the packet loss level, and its levels (per mille).
 LOSS_PERIOD = 4
 LOSS_LEVELS = (10, 20, 30, 40, 50)
 #: Minutes between two storms: several faults at once.
-STORM_PERIOD = 60
+STORM_PERIOD = 30
+#: Faults that start a new server life (and storms, which hold a kill): in the first half of
+#: the run only. A restart hides a leak (the new process starts empty), so the second half is
+#: one life, long enough for the slopes (``flat.py``) to see one.
+RESTARTS = ("kill", "deploy")
+RESTARTS_UNTIL = 0.5
 
 
 @dataclass(frozen=True)
@@ -143,16 +148,18 @@ def mean_length(scale: Scale, samples: int = 2000) -> float:
 
 def plan_faults(rng: random.Random, seconds: float) -> list[Fault]:
     """Each kind at random times (at least once), loss levels throughout, and storms: a kill
-    -9 while the database is down and both disks are full, the database hanging after it."""
+    -9 while the database is down and both disks are full, the database hanging after it.
+    Restarts and storms come in the first half (:data:`RESTARTS_UNTIL`)."""
     hour_share = seconds / 3600
-    first, last = 0.1 * seconds, 0.85 * seconds
+    first, last, restarts_last = 0.1 * seconds, 0.85 * seconds, RESTARTS_UNTIL * seconds
     faults = []
     for kind, period in PERIODS.items():
+        until = restarts_last if kind in RESTARTS else last
         for _ in range(max(1, round(hour_share * 60 / period))):
             low, high = DURATIONS.get(kind, (0, 0))
-            faults.append(Fault(kind, rng.uniform(first, last), rng.uniform(low, high)))
+            faults.append(Fault(kind, rng.uniform(first, until), rng.uniform(low, high)))
     for _ in range(max(1, round(hour_share * 60 / STORM_PERIOD))):
-        at = rng.uniform(first, last)
+        at = rng.uniform(first, restarts_last)
         faults += [
             Fault("db-kill", at, rng.uniform(10, 30), storm=True),
             Fault("spool-full", at + 1, rng.uniform(10, 30), storm=True),

@@ -43,6 +43,14 @@ class Plans(SynchronousTestCase):
         self.assertTrue(any(fault.storm for fault in short.faults if fault.kind == "kill"))
         self.assertTrue(all(0 < fault.at < short.seconds for fault in short.faults if fault.kind != "loss"))
 
+    def test_restarts_leave_the_second_half_to_one_life(self):
+        hour = plan(60, 7, Scale(200, 10))
+        restarts = [fault.at for fault in hour.faults if fault.kind in ("kill", "deploy")]
+        self.assertGreaterEqual(len(restarts), 4)
+        self.assertLess(max(restarts), hour.seconds / 2)
+        others = [fault.at for fault in hour.faults if fault.kind in ("db-kill", "vault-full")]
+        self.assertGreater(max(others), hour.seconds / 2)  # the other faults go on
+
     def test_games_keep_about_as_many_running_as_asked(self):
         hour = plan(60, 3, Scale(200, 10))
         middle = 1800.0
