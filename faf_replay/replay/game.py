@@ -75,15 +75,17 @@ class Game:
 
         self.header: bytes | None = None
         #: Body bytes watchers may have; grows at ticks, all of it once the write phase is over
-        #: and the replay saved. Never more than the spool holds (``_on_disk``).
+        #: and the replay saved (``_saved``). Never more than the spool holds (``_on_disk``).
         self.visible = 0
-        #: The write phase is over and the replay's first save attempt answered: no more bytes
-        #: will become visible.
+        #: The write phase is over and the replay saved: no more bytes will become visible.
         self.write_phase_over = False
         #: Login of the first uploader, as FAF names the replay's recorder.
         self.recorder: str | None = None
         #: When the first body byte was sampled.
         self.first_body_at: float | None = None
+        #: Its write phase ended while uploads were connected (forced end, shutdown): its
+        #: players may be playing still. See also :attr:`recovered`.
+        self.ended_connected = False
 
         self._merge: QuorumMerge[UploadRecord] = QuorumMerge(settings.quorum)
         self._waiting = Waiting(game_id, settings)
@@ -336,6 +338,7 @@ class Game:
         # Uploaders still connected mean the game may still be running (forced
         # end, shutdown): watchers then keep their delay, only the file gets all.
         cap = self._window.limit(self._clock.seconds()) if self._uploads.connected else None
+        self.ended_connected = cap is not None
         self._uploads.close_all()
 
         self._advance(None, cap)
@@ -352,23 +355,34 @@ class Game:
             self.game_id, self.header, merge.canonical, recorder, self.started_at, ended_at
         )
         replay = replace(replay, body_length=merge.length, recovered=self._uploads.recovered)
-        drain = partial(self._move, State.DRAINING)
+        saved = partial(self._saved, cap)
         self._saving = SaveAttempts(
-            replay, self._save, self._clock, self.spool, drain, retrying=self._retrying
+            replay, self._save, self._clock, self.spool, saved, retrying=self._retrying
         )
-        return self._saving.start().addBoth(self._show_the_rest, cap)
+        return self._saving.start()
 
-    def _show_the_rest(self, outcome: object, cap: int | None) -> object:
-        """The first save attempt answered: the last bytes, not yet on disk when the write
-        phase ended, are in the vault file (or, should it have failed, in the spool, where
-        the last flush put them): watchers get everything (``cap``: what the delay allows
-        when uploaders were still connected), and then the end."""
+    def _saved(self, cap: int | None) -> None:
+        """The save is over (the file is in the vault, or there was nothing to save, or its
+        uploads went to quarantine): the last bytes, those only in memory when the write phase
+        ended, are durable now. Watchers get everything (``cap``: what the delay allows, when
+        uploads were still connected), then the end; the game drains."""
         merge = self._merge
         visible = merge.length if cap is None else min(merge.length, cap)
         self.visible = max(self.visible, visible)
         self.write_phase_over = True
         self._watchers.notify()
-        return outcome
+        self._move(State.DRAINING)
+
+    @property
+    def recovered(self) -> bool:
+        """Brought back from the spool after a kill: its players were cut while connected."""
+        return self._uploads.recovered
+
+    @property
+    def cut(self) -> bool:
+        """Its players may be playing still: recovered from the spool, or its write phase ended
+        while uploads were connected. Its replay waits out the delay in the vault."""
+        return self.recovered or self.ended_connected
 
     def stop_retrying(self) -> None:
         """Shutdown: leave an unsaved replay in the spool for the next run."""

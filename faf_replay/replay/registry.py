@@ -57,8 +57,8 @@ class GameRegistry(Service):
         #: The running games by tick group (``game_id % tick_groups``).
         self._groups: list[dict[int, Game]] = [{} for _ in range(self.tick_groups)]
         self._ended: dict[int, float] = {}
-        #: Games brought back from the spool: cut by a kill, their players may be playing still.
-        self._recovered: set[int] = set()
+        #: Ended games that were cut while their players were connected (``Game.cut``).
+        self._cut: set[int] = set()
         self._done_waiters: dict[int, list[Deferred]] = {}
         self._ticker = LoopingCall.withCount(self._tick_groups)
         self._ticker.clock = clock
@@ -132,7 +132,6 @@ class GameRegistry(Service):
             for stream in streams:
                 game.add_recovered(stream)
             self._add(game)
-            self._recovered.add(found.game_id)
             metrics.recovered_replays.inc()
             log.info(
                 "game {game_id}: recovered from the spool ({uploads} upload(s), {size} bytes); "
@@ -194,28 +193,33 @@ class GameRegistry(Service):
         game = self.games.get(game_id)
         if game is None:
             return None, Refusal("unknown game", "no live replay")
-        if game_id in self._recovered:
-            # Its uploads came from the spool at once: a live view would show them without the
-            # delay the moment the game ends. The vault serves it, after the delay (vault_hold).
-            return None, Refusal("recovered game", "recovered from the spool; watchable from the vault later")
+        if _unwatched_recovery(game):
+            # Its uploads came from the spool at once and its players are gone: the game ends
+            # after the grace and would show them whole. The vault serves it after the delay.
+            return None, Refusal("recovered game", "recovered from the spool: its players may play on")
         refusal = game.watcher_refusal()
         return (None, refusal) if refusal else (game, None)
 
     def ended(self, game_id: int) -> bool:
         """No live game takes watchers under this id: never seen by this run, brought back
-        from the spool, or its replay is saved (draining or done)."""
+        from the spool with none of its uploaders back, or its replay is saved (draining or
+        done)."""
         game = self.games.get(game_id)
-        return game is None or game.state in (State.DRAINING, State.DONE) or game_id in self._recovered
+        return game is None or game.state in (State.DRAINING, State.DONE) or _unwatched_recovery(game)
 
     def vault_hold(self, game_id: int) -> float:
         """Seconds a game's saved replay must have been in the vault before a watcher gets it
-        from there: none for a game whose write phase this run saw end (every upload over,
-        its players gone); the delay for one this run did not see end (saved by an earlier run
-        a deploy or a kill stopped) or brought back from the spool: it was cut while its
-        players were connected, and they may be playing still (docs/protocol.md, "Watching an
+        from there: none for a game whose write phase this run saw end with every upload over
+        (its players gone); the delay for one cut while its players were connected: saved by
+        an earlier run a deploy or a kill stopped (this run never saw it), brought back from
+        the spool, or ended by force with uploads connected (docs/protocol.md, "Watching an
         ended game")."""
-        seen = game_id in self.games or game_id in self._ended
-        return 0.0 if seen and game_id not in self._recovered else self.settings.delay
+        game = self.games.get(game_id)
+        if game is not None:
+            cut = game.cut
+        else:
+            cut = game_id not in self._ended or game_id in self._cut
+        return self.settings.delay if cut else 0.0
 
     @property
     def from_vault(self) -> bool:
@@ -246,6 +250,8 @@ class GameRegistry(Service):
             del self._groups[game.game_id % self.tick_groups][game.game_id]
             metrics.running_replays.dec()
         self._ended[game.game_id] = self._clock.seconds()
+        if game.cut:
+            self._cut.add(game.game_id)
         for waiter in self._done_waiters.pop(game.game_id, []):
             waiter.callback(None)
 
@@ -281,7 +287,7 @@ class GameRegistry(Service):
             for game_id, ended in list(self._ended.items()):
                 if ended < horizon:
                     del self._ended[game_id]
-                    self._recovered.discard(game_id)
+                    self._cut.discard(game_id)
 
     def _each_game(self, group: int, step: str) -> None:
         """``step`` (``sample``, ``publish`` or ``tick``) of every game of ``group``."""
@@ -325,3 +331,8 @@ class GameRegistry(Service):
                 game.close_watchers()
 
         return DeferredList(saves, consumeErrors=True).addCallback(close_watchers)
+
+
+def _unwatched_recovery(game: Game) -> bool:
+    """A game brought back from the spool that none of its uploaders came back to."""
+    return game.recovered and not game.uploader_count

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -91,7 +91,8 @@ class SaveAttempts:
         return waiter
 
     def _attempt(self) -> None:
-        self._save(self._replay).addBoth(self._attempted)
+        # A save function that raises instead of failing its Deferred is a broken save too.
+        maybeDeferred(self._save, self._replay).addBoth(self._attempted)
 
     def _attempted(self, outcome: object) -> None:
         if isinstance(outcome, Failure):

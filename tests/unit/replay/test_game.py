@@ -127,6 +127,18 @@ class Lifecycle(GameTestCase):
         self.assertIs(self.game.state, State.DONE)
         self.successResultOf(self.game.end("after"))
 
+    def test_a_save_that_raises_is_a_broken_save(self):
+        def raising(replay):
+            raise RuntimeError("a bug in saving")
+
+        game = Game(1235, self.settings, self.clock, raising, self.done.append)
+        uploader = FakeUploader(game)
+        game.add_uploader(uploader)
+        uploader.send(recording("example"))
+        self.assertIs(self.successResultOf(game.end("test")), SaveOutcome.BROKEN)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(len(self.logs.matching("game 1235: saving failed")), 1)
+
     def test_a_refused_save_is_retried_with_backoff(self):
         self.saves.hold = True
         self.uploader().send(recording("example"))
@@ -527,8 +539,11 @@ class OnlyWhatTheSpoolHolds(GameTestCase):
         self.tick(times=SETTINGS.grace)
         self.assertIs(self.game.state, State.SAVING)
         self.assertEqual((self.game.visible, self.game.write_phase_over), (half, False))
+        self.saves.pending[0].callback(SaveOutcome.FAILED)  # the vault refused: not saved yet
+        self.assertEqual((self.game.visible, self.game.write_phase_over), (half, False))
         self.assertFalse(self.watcher.saw_finished)
-        self.saves.pending[0].callback(SaveOutcome.SAVED)
+        self.clock.advance(SAVE_RETRY_FIRST)
+        self.saves.pending[1].callback(SaveOutcome.SAVED)
         self.assertEqual((self.game.visible, self.game.write_phase_over), (len(body), True))
         self.assertEqual(bytes(self.watcher.data), header + body)
         self.assertTrue(self.watcher.saw_finished)

@@ -187,17 +187,51 @@ class VaultHold(SynchronousTestCase):
         self.successResultOf(done)
         self.assertEqual(self.registry.vault_hold(5), 0)
 
+    def test_a_game_this_run_saw_end_is_forgotten_with_its_id(self):
+        game, _ = self.registry.game_for_upload(5)
+        uploader = FakeUploader(game)
+        game.add_uploader(uploader)
+        uploader.send(recording("example"))
+        uploader.leave()
+        self.clock.advance(SETTINGS.grace + 1)
+        self.assertEqual(self.registry.vault_hold(5), 0)
+        self.clock.advance(GameRegistry.remember_ended + SETTINGS.sample_interval * 2)
+        self.assertEqual(self.registry.vault_hold(5), SETTINGS.delay)  # as if never seen
+
     def test_a_game_this_run_never_saw_after_the_delay(self):
         self.assertEqual(self.registry.vault_hold(6), SETTINGS.delay)
+
+    def test_a_game_ended_by_force_with_its_players_connected_after_the_delay(self):
+        game, _ = self.registry.game_for_upload(7)
+        uploader = FakeUploader(game)
+        game.add_uploader(uploader)
+        uploader.send(recording("example"))
+        watcher = FakeWatcher(game)
+        game.add_watcher(watcher)  # keeps it draining
+        self.successResultOf(game.end("forced end"))
+        self.assertTrue(self.registry.ended(7))
+        self.assertEqual(self.registry.vault_hold(7), SETTINGS.delay)
+        watcher.close()
+        self.clock.advance(SETTINGS.sample_interval * 2)
+        self.assertNotIn(7, self.registry.games)  # done: the registry remembers it was cut
+        self.assertEqual(self.registry.vault_hold(7), SETTINGS.delay)
+
+    def test_a_recovered_game_its_uploader_came_back_to_is_watched_live(self):
+        game = self.registry.games[77]
+        uploader = FakeUploader(game)
+        game.add_uploader(uploader)
+        self.assertFalse(self.registry.ended(77))
+        self.assertEqual(self.registry.game_for_watch(77), (game, None))
+        uploader.leave()
+        self.assertTrue(self.registry.ended(77))
 
     def test_a_recovered_game_after_the_delay_though_this_run_saved_it(self):
         self.assertIn(77, self.registry.games)
         self.assertTrue(self.registry.ended(77))  # watchers go to the vault, not the live game
         self.assertEqual(self.registry.game_for_watch(77)[1].label, "recovered game")
+        self.assertEqual(self.registry.games[77].status(self.clock.seconds())["watchable_in"], SETTINGS.delay)
         done = self.registry.when_done(77)
         self.clock.advance(SETTINGS.grace + 1)
         self.successResultOf(done)
         self.assertEqual([r.game_id for r in self.saves.replays], [77])
         self.assertEqual(self.registry.vault_hold(77), SETTINGS.delay)
-        self.clock.advance(GameRegistry.remember_ended + SETTINGS.sample_interval * 2)
-        self.assertEqual(self.registry.vault_hold(77), SETTINGS.delay)  # forgotten: never seen
