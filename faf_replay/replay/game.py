@@ -272,7 +272,9 @@ class Game:
         if self.state is not State.ACCEPTING:
             return
         connected = self._uploads.connected
-        limit = self._window.limit(now) if connected else None
+        # Once every upload has left, the rest is shown: its players are done. Not in a game
+        # brought back from the spool: its uploads were cut, their players may play on.
+        limit = self._window.limit(now) if connected or self.recovered else None
         self._advance(limit)
         if self._waiting.stalls(now, self._merge, self._uploads.records):
             self._advance(limit)
@@ -335,10 +337,11 @@ class Game:
         for call in (self._grace_call, self._forced_call):
             _cancel(call)
         self._grace_call = self._forced_call = None
-        # Uploaders still connected mean the game may still be running (forced
-        # end, shutdown): watchers then keep their delay, only the file gets all.
-        cap = self._window.limit(self._clock.seconds()) if self._uploads.connected else None
-        self.ended_connected = cap is not None
+        # Uploaders still connected mean the game may still be running (forced end,
+        # shutdown), as may a recovered one: watchers then keep their delay, only the file
+        # gets all.
+        self.ended_connected = bool(self._uploads.connected)
+        cap = self._window.limit(self._clock.seconds()) if self.cut else None
         self._uploads.close_all()
 
         self._advance(None, cap)

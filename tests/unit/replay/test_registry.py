@@ -222,8 +222,15 @@ class VaultHold(SynchronousTestCase):
         game.add_uploader(uploader)
         self.assertFalse(self.registry.ended(77))
         self.assertEqual(self.registry.game_for_watch(77), (game, None))
+        watcher = FakeWatcher(game)
+        game.add_watcher(watcher)
         uploader.leave()
         self.assertTrue(self.registry.ended(77))
+        self.clock.advance(SETTINGS.sample_interval * 2)
+        # Its other players were cut by the kill: what came back from the spool keeps the delay.
+        self.assertEqual(game.visible, 0)
+        self.clock.advance(SETTINGS.grace)
+        self.assertEqual(game.visible, 0)
 
     def test_a_recovered_game_after_the_delay_though_this_run_saved_it(self):
         self.assertIn(77, self.registry.games)
