@@ -272,9 +272,10 @@ class Game:
         if self.state is not State.ACCEPTING:
             return
         connected = self._uploads.connected
-        # Once every upload has left, the rest is shown: its players are done. Not in a game
-        # brought back from the spool: its uploads were cut, their players may play on.
-        limit = self._window.limit(now) if connected or self.recovered else None
+        # Once every upload has left, the rest is shown: its players are done. Not while an
+        # upload brought back from the spool has not come back: its player was cut, and may
+        # play on.
+        limit = self._window.limit(now) if connected or self._uploads.not_back else None
         self._advance(limit)
         if self._waiting.stalls(now, self._merge, self._uploads.records):
             self._advance(limit)
@@ -383,9 +384,10 @@ class Game:
 
     @property
     def cut(self) -> bool:
-        """Its players may be playing still: recovered from the spool, or its write phase ended
-        while uploads were connected. Its replay waits out the delay in the vault."""
-        return self.recovered or self.ended_connected
+        """Its players may be playing still: an upload recovered from the spool has not come
+        back, or its write phase ended while uploads were connected. Watchers keep the delay
+        to the end, and its replay waits out the delay in the vault."""
+        return bool(self._uploads.not_back) or self.ended_connected
 
     def stop_retrying(self) -> None:
         """Shutdown: leave an unsaved replay in the spool for the next run."""

@@ -334,5 +334,6 @@ class GameRegistry(Service):
 
 
 def _unwatched_recovery(game: Game) -> bool:
-    """A game brought back from the spool that none of its uploaders came back to."""
-    return game.recovered and not game.uploader_count
+    """A game brought back from the spool whose cut players have not all come back, and none
+    of its uploaders is connected."""
+    return game.recovered and game.cut and not game.uploader_count

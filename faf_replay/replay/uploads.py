@@ -114,9 +114,13 @@ class Uploads:
         self.left = 0
         #: Some came from a previous run's spool.
         self.recovered = False
+        #: Names of recovered uploads no uploader of that name has come back for: their players
+        #: were cut by the kill, not done, and may play on.
+        self.not_back: set[str] = set()
 
     def add(self, uploader: Uploader) -> UploadRecord:
         self.joined += 1
+        self.not_back.discard(uploader.stream.name)
         record = UploadRecord(uploader.stream, uploader)
         self._of[uploader] = record
         self.records.append(record)
@@ -124,6 +128,7 @@ class Uploads:
 
     def add_recovered(self, stream: UploadStream) -> UploadRecord:
         self.recovered = True
+        self.not_back.add(stream.name)
         self.left += 1
         record = UploadRecord(stream)
         self.records.append(record)
