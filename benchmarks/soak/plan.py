@@ -192,11 +192,15 @@ def plan(minutes: float, seed: int, scale: Scale = Scale()) -> Plan:
 
 
 def _one_vanishes(games: list[GamePlan], seconds: float) -> list[GamePlan]:
-    """The games, with a player vanishing in one of them if none does (a short run has every fault)."""
-    if any(upload.vanishes_at is not None for game in games for upload in game.uploads):
+    """The games, with a player vanishing in one of them if none does (a short run has every
+    fault): one that starts after the restarts (a kill or a deploy would cut it first) and
+    vanishes before the arrivals end."""
+    after_restarts = RESTARTS_UNTIL * seconds + 10  # a storm's kill comes up to 8 s after it
+    late = [game for game in games if game.start >= after_restarts]
+    if any(upload.vanishes_at is not None for game in late for upload in game.uploads):
         return games
     for index, game in enumerate(games):
-        if game.start >= 0.1 * seconds:
+        if game.start >= after_restarts and game.start + game.length / 2 < seconds:
             first, *others = game.uploads
             vanishing = UploadPlan(first.recording, first.transport, game.length / 2)
             games[index] = GamePlan(game.id, game.start, game.length, (vanishing, *others), game.watchers)
