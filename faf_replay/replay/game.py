@@ -262,6 +262,7 @@ class Game:
             stream = record.stream
             stream.flush(now)
             longest = max(longest, len(stream.body))
+        self._uploads.note_returns()
         self._longest = longest
         if self._longest and self.first_body_at is None:
             self.first_body_at = now
@@ -341,6 +342,7 @@ class Game:
         # Uploaders still connected mean the game may still be running (forced end,
         # shutdown), as may a recovered one: watchers then keep their delay, only the file
         # gets all.
+        self._uploads.note_returns()
         self.ended_connected = bool(self._uploads.connected)
         cap = self._window.limit(self._clock.seconds()) if self.cut else None
         self._uploads.close_all()
@@ -387,7 +389,7 @@ class Game:
         """Its players may be playing still: an upload recovered from the spool has not come
         back, or its write phase ended while uploads were connected. Watchers keep the delay
         to the end, and its replay waits out the delay in the vault."""
-        return bool(self._uploads.not_back) or self.ended_connected
+        return self._uploads.not_back or self.ended_connected
 
     def stop_retrying(self) -> None:
         """Shutdown: leave an unsaved replay in the spool for the next run."""

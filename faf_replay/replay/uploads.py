@@ -114,13 +114,14 @@ class Uploads:
         self.left = 0
         #: Some came from a previous run's spool.
         self.recovered = False
-        #: Names of recovered uploads no uploader of that name has come back for: their players
-        #: were cut by the kill, not done, and may play on.
-        self.not_back: set[str] = set()
+        #: Recovered uploads whose player has not come back (:meth:`note_returns`), by name:
+        #: cut by the kill, not done, they may play on.
+        self._not_back: dict[str, UploadStream] = {}
+        #: Uploads compared with the recovered one of their name already (by ``id``).
+        self._compared: set[int] = set()
 
     def add(self, uploader: Uploader) -> UploadRecord:
         self.joined += 1
-        self.not_back.discard(uploader.stream.name)
         record = UploadRecord(uploader.stream, uploader)
         self._of[uploader] = record
         self.records.append(record)
@@ -128,11 +129,36 @@ class Uploads:
 
     def add_recovered(self, stream: UploadStream) -> UploadRecord:
         self.recovered = True
-        self.not_back.add(stream.name)
+        known = self._not_back.get(stream.name)
+        if known is None or len(known.store) < len(stream.store):
+            self._not_back[stream.name] = stream
         self.left += 1
         record = UploadRecord(stream)
         self.records.append(record)
         return record
+
+    @property
+    def not_back(self) -> bool:
+        """Some recovered upload's player has not come back."""
+        return bool(self._not_back)
+
+    def note_returns(self) -> None:
+        """Players of recovered uploads who are back: an upload under their name has sent
+        again, byte for byte, all their recovered upload had. Connecting under the name is
+        not enough: anyone may. Each upload is compared once, when it has sent that much."""
+        if not self._not_back:
+            return
+        for record in self.records:
+            stream = record.stream
+            old = self._not_back.get(stream.name)
+            if old is None or record.uploader is None or stream.dropped or id(record) in self._compared:
+                continue
+            size = len(old.store)
+            if len(stream.store) < size:
+                continue
+            self._compared.add(id(record))
+            if stream.store.read(0, size) == old.store.read(0, size):
+                del self._not_back[stream.name]
 
     def record_of(self, uploader: Uploader) -> UploadRecord | None:
         return self._of.get(uploader)

@@ -216,6 +216,30 @@ class VaultHold(SynchronousTestCase):
         self.assertNotIn(7, self.registry.games)  # done: the registry remembers it was cut
         self.assertEqual(self.registry.vault_hold(7), SETTINGS.delay)
 
+    def test_a_player_is_back_once_it_sent_again_what_the_spool_had(self):
+        """Not by connecting under its name: anyone may."""
+        game = self.registry.games[77]
+        watcher = FakeWatcher(game)
+        game.add_watcher(watcher)
+        stream = recording("example")
+        for data in (b"", stream[:-1] + bytes([stream[-1] ^ 1])):  # nothing; all but not the same
+            impostor = FakeUploader(game, "Rowan.SCFAreplay")
+            game.add_uploader(impostor)
+            impostor.send(data)
+            impostor.leave()
+            self.clock.advance(SETTINGS.sample_interval * 2)
+            self.assertTrue(game.cut)
+            self.assertEqual(game.visible, 0)
+        rowan = FakeUploader(game, "Rowan.SCFAreplay")
+        game.add_uploader(rowan)
+        rowan.send(stream)
+        self.clock.advance(SETTINGS.sample_interval * 2)
+        self.assertFalse(game.cut)
+        self.assertEqual(game.visible, 0)  # connected: the delay
+        rowan.leave()
+        self.clock.advance(SETTINGS.sample_interval * 2)
+        self.assertEqual(game.visible, len(split(stream)[1]))  # all its players done
+
     def test_a_recovered_game_its_uploader_came_back_to_is_watched_live(self):
         game = self.registry.games[77]
         uploader = FakeUploader(game)
