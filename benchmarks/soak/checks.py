@@ -37,6 +37,8 @@ class Verdicts:
     #: Cut games that kept at least their durable floor.
     cut_kept: int = 0
     nothing_durable: int = 0
+    #: Cut games no fault cut: the network cut or lost every upload (that the merge follows).
+    cut_by_network: int = 0
     lost: int = 0
     bytes_lost: int = 0
     rows_ok: int = 0
@@ -126,7 +128,13 @@ def check_game(
         verdicts.saved += 1
         if end is None or saved[:end] not in headers:
             verdicts.problem("wrong header", f"game {game}: the saved replay header is no upload's")
-    if not cut_by_fault(log, done, durable):
+    # Exactness is owed when an upload sent everything (with diverging_1, upload 5, whose body
+    # the merge follows). One every upload of which the network cut or lost (a dead-peer
+    # verdict under loss; players vanishing) is judged as a cut game, without a durable floor.
+    names = [f"p{number}.SCFAreplay" for number in range(len(log.plan.uploads))]
+    followed = [names[5]] if diverging else names
+    finished = any(name not in log.unfinished for name in followed)
+    if finished and not cut_by_fault(log, done, durable):
         if saved is not None and end is not None and saved_body == whole and saved[:end] in headers:
             verdicts.exact += 1
         else:
@@ -137,7 +145,9 @@ def check_game(
             verdicts.problem("not exact", f"game {game} (no fault cut it; cuts {log.cuts}): {what}")
     else:
         verdicts.cut += 1
-        least, owed = floor(log, durable)
+        by_fault = cut_by_fault(log, done, durable)
+        verdicts.cut_by_network += not by_fault
+        least, owed = floor(log, durable) if by_fault else (0, False)
         if saved is None:
             if owed:
                 verdicts.lost += 1

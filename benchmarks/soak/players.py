@@ -63,6 +63,9 @@ class GameLog:
     #: Uploads whose connection ended without their closing it: (seconds into the run, which).
     cuts: list[tuple[float, str]] = field(default_factory=list)
     vanished: int = 0
+    #: Uploads that stopped before sending everything: cut (by a fault or the network) or
+    #: vanished, by name.
+    unfinished: set[str] = field(default_factory=set)
     #: When the first upload connected.
     connected_at: float | None = None
 
@@ -189,6 +192,7 @@ class Upload(Protocol):
         self.state = "vanished"
         self.players.uploading.discard(self)
         self.log.vanished += 1
+        self.log.unfinished.add(self.name)
         self.log.upload_stopped()
         self.players.blackhole(self.port, self.transport)
 
@@ -196,6 +200,7 @@ class Upload(Protocol):
         if self.state == "connected":
             self.state = "cut"
             self.players.uploading.discard(self)
+            self.log.unfinished.add(self.name)
             self.log.cuts.append((time.time() - self.players.started_at, f"{self.name} at byte {self.sent}"))
             self.log.upload_stopped()
 

@@ -45,6 +45,7 @@ def text(outcome: dict) -> str:
         f" a second before / bytes: {outcome['durability_at_restarts']}",
         f"replays lost: {o['replays_lost']}; bytes lost beyond what a fault allows: {o['bytes_lost']}",
         f"saved {o['saved']}: {o['exact']} exact (no fault cut them), {o['cut']} cut by a kill or a deploy"
+        f" or, {o.get('cut_by_network', 0)} of them, by the network losing every upload"
         f" ({o['cut_kept_durable']} kept all that was durable, {o['cut_before_anything_durable']} cut before"
         f" anything was); rows right: {o['rows_ok']}",
         f"watchers checked {o['watchers_checked']}, got the whole replay {o['watchers_whole']}; still open"

@@ -234,6 +234,7 @@ def _play(plan: Plan, timers: dict[str, float], faults: Faults, cases: list):
         "exact": verdicts.exact,
         "cut": verdicts.cut,
         "cut_kept_durable": verdicts.cut_kept,
+        "cut_by_network": verdicts.cut_by_network,
         "cut_before_anything_durable": verdicts.nothing_durable,
         "rows_ok": verdicts.rows_ok,
         "watchers_checked": verdicts.watchers_checked,

@@ -233,6 +233,7 @@ class Network:
 
     def __init__(self) -> None:
         self.lost = 0  # packets dropped by loss rules since flushed
+        self._vanished: set[int] = set()  # the ports in the set now
         ports = f"{{ {GAME_PORT}, {WS_PORT} }}"
         self._nft(
             f"table inet {_TABLE} {{\n"
@@ -261,13 +262,18 @@ class Network:
 
     def blackhole(self, port: int) -> None:
         self._nft(f"add element inet {_TABLE} vanished {{ {port} }}\n")
+        self._vanished.add(port)
 
     def release(self, port: int) -> None:
-        self._nft(f"delete element inet {_TABLE} vanished {{ {port} }}\n")
+        """The port's packets pass again (unless :meth:`clear` let them already)."""
+        if port in self._vanished:
+            self._vanished.discard(port)
+            self._nft(f"delete element inet {_TABLE} vanished {{ {port} }}\n")
 
     def clear(self) -> None:
         self.lost += self.counters().get("lost", 0)
         self._nft(f"flush chain inet {_TABLE} loss\nflush set inet {_TABLE} vanished\n")
+        self._vanished.clear()
 
     def counters(self) -> dict[str, int]:
         """Packets dropped by each rule, by its comment (summed over rules that share one)."""

@@ -168,6 +168,22 @@ class Checks(SynchronousTestCase):
             self.verdicts, log, vault=self.vault, rows=rows, done=list(done), durable=list(durable)
         )
 
+    def test_a_game_the_network_lost_every_upload_of_is_judged_as_cut(self):
+        """Both players vanished (or a dead-peer verdict cut them): no exactness is owed,
+        but the replay must still be a prefix of an upload's body."""
+        log = game_log(["example", "example"])
+        stream = recording("example")
+        log.unfinished = {"p0.SCFAreplay"}
+        save(self.vault, log.plan.id, stream[:-100])
+        self.judge(log)
+        self.assertEqual(self.verdicts.kinds["not exact"], 1)  # p1 sent everything
+        log.unfinished = {"p0.SCFAreplay", "p1.SCFAreplay"}
+        self.judge(log)
+        self.assertEqual((self.verdicts.kinds["not exact"], self.verdicts.cut_by_network), (1, 1))
+        save(self.vault, log.plan.id, stream[:-100] + b"?")
+        self.judge(log)
+        self.assertEqual(self.verdicts.kinds["splice"], 1)
+
     def test_an_uncut_game_must_be_the_recording_exactly(self):
         log = game_log(["example", "example"])
         stream = recording("example")
