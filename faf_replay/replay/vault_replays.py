@@ -128,8 +128,8 @@ class VaultReplays:
             waiter.callback(replay)
 
     def _unreadable(self, failure: Failure, game_id: int, path: Path) -> None:
-        if failure.check(TooYoung):
-            young = failure.value
+        young = failure.value
+        if isinstance(young, TooYoung):
             log.info(
                 "game {game_id}: not served from the vault yet: this run did not see it end and its "
                 "players may be playing still; its replay was saved {age:.0f} s ago, watchable "
