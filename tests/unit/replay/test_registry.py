@@ -17,6 +17,18 @@ from tests.support.recordings import recording, split
 from tests.unit.replay.test_game import SETTINGS
 
 
+def play_a_whole_game(test, game_id: int) -> None:
+    """One uploader sends a whole recording and leaves; the game is saved and done."""
+    game, _ = test.registry.game_for_upload(game_id)
+    uploader = FakeUploader(game)
+    game.add_uploader(uploader)
+    uploader.send(recording("example"))
+    uploader.leave()
+    done = test.registry.when_done(game_id)
+    test.clock.advance(SETTINGS.grace + 1)
+    test.successResultOf(done)
+
+
 class Registry(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
@@ -105,14 +117,7 @@ class Registry(SynchronousTestCase):
         self.assertEqual(len(logs.matching("game 1: its tick failed")), 3)
 
     def test_saved_game_refuses_late_uploaders(self):
-        game, _ = self.registry.game_for_upload(5)
-        uploader = FakeUploader(game)
-        game.add_uploader(uploader)
-        uploader.send(recording("example"))
-        uploader.leave()
-        done = self.registry.when_done(5)
-        self.clock.advance(SETTINGS.grace + 1)
-        self.successResultOf(done)
+        play_a_whole_game(self, 5)
         self.assertNotIn(5, self.registry.games)
         game, why = self.registry.game_for_upload(5)
         self.assertIsNone(game)
@@ -176,24 +181,8 @@ class VaultHold(SynchronousTestCase):
         self.registry.startService()
         self.addCleanup(lambda: self.registry.running and self.registry.stopService())
 
-    def test_a_game_this_run_saw_end_at_once(self):
-        game, _ = self.registry.game_for_upload(5)
-        uploader = FakeUploader(game)
-        game.add_uploader(uploader)
-        uploader.send(recording("example"))
-        uploader.leave()
-        done = self.registry.when_done(5)
-        self.clock.advance(SETTINGS.grace + 1)
-        self.successResultOf(done)
-        self.assertEqual(self.registry.vault_hold(5), 0)
-
-    def test_a_game_this_run_saw_end_is_forgotten_with_its_id(self):
-        game, _ = self.registry.game_for_upload(5)
-        uploader = FakeUploader(game)
-        game.add_uploader(uploader)
-        uploader.send(recording("example"))
-        uploader.leave()
-        self.clock.advance(SETTINGS.grace + 1)
+    def test_a_game_this_run_saw_end_at_once_until_its_id_is_forgotten(self):
+        play_a_whole_game(self, 5)
         self.assertEqual(self.registry.vault_hold(5), 0)
         self.clock.advance(GameRegistry.remember_ended + SETTINGS.sample_interval * 2)
         self.assertEqual(self.registry.vault_hold(5), SETTINGS.delay)  # as if never seen
