@@ -391,6 +391,13 @@ class Game:
         to the end, and its replay waits out the delay in the vault."""
         return self._uploads.not_back or self.ended_connected
 
+    @property
+    def no_live_watchers(self) -> bool:
+        """Brought back from the spool, its cut players not all back, and none of its uploaders
+        connected: a live view would show the spooled bytes once it ends; the vault serves it
+        after the delay instead."""
+        return self.recovered and self.cut and not self.uploader_count
+
     def stop_retrying(self) -> None:
         """Shutdown: leave an unsaved replay in the spool for the next run."""
         self._retrying = False

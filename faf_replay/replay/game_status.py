@@ -56,7 +56,7 @@ def game_status(game: Game, now: float, delay: float, from_vault: bool = False) 
     """A live game (``from_vault``: a watcher who comes once it is saved gets it from the vault):
     its counts and times, what its replay header tells (map, players with team and faction),
     the game time watchers may see (ticks) and the stream's rate over the last minutes."""
-    if game.recovered and game.cut and not game.uploader_count:
+    if game.no_live_watchers:
         watchable_in = float(delay)  # not live (its players are gone); the vault, after the delay
     elif game.visible or game.write_phase_over or not game.uploader_count:
         watchable_in = 0.0 if game.header is not None else float(delay)

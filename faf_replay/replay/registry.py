@@ -193,7 +193,7 @@ class GameRegistry(Service):
         game = self.games.get(game_id)
         if game is None:
             return None, Refusal("unknown game", "no live replay")
-        if _unwatched_recovery(game):
+        if game.no_live_watchers:
             # Its uploads came from the spool at once and its players are gone: the game ends
             # after the grace and would show them whole. The vault serves it after the delay.
             return None, Refusal("recovered game", "recovered from the spool: its players may play on")
@@ -205,7 +205,7 @@ class GameRegistry(Service):
         from the spool with none of its uploaders back, or its replay is saved (draining or
         done)."""
         game = self.games.get(game_id)
-        return game is None or game.state in (State.DRAINING, State.DONE) or _unwatched_recovery(game)
+        return game is None or game.state in (State.DRAINING, State.DONE) or game.no_live_watchers
 
     def vault_hold(self, game_id: int) -> float:
         """Seconds a game's saved replay must have been in the vault before a watcher gets it
@@ -331,9 +331,3 @@ class GameRegistry(Service):
                 game.close_watchers()
 
         return DeferredList(saves, consumeErrors=True).addCallback(close_watchers)
-
-
-def _unwatched_recovery(game: Game) -> bool:
-    """A game brought back from the spool whose cut players have not all come back, and none
-    of its uploaders is connected."""
-    return game.recovered and game.cut and not game.uploader_count
