@@ -145,12 +145,16 @@ class Upload(Protocol):
         self.pacing = Pacing(plan.recording, log.plan.length)
         self.sent = 0
         self.state = "connecting"  # connected, done (sent all), cut, vanished
+        #: The server's port it talks to (its plan's transport's); with its own (``port``, once
+        #: connected) the pair names its connection for a blackhole: the kernel may give the
+        #: same client port to a connection to the other server port meanwhile.
+        self.server_port = WS_PORT if plan.transport == "ws" else GAME_PORT
         self.port: int | None = None
         #: (wall time, bytes sent after ``P/…\0``) of its last writes: what it had sent when.
         self.recent: deque[tuple[float, int]] = deque(maxlen=64)
 
     def start(self) -> None:
-        port = WS_PORT if self.plan.transport == "ws" else GAME_PORT
+        port = self.server_port
         opened = connect_websocket(port, self) if self.plan.transport == "ws" else connect(port, self)
         opened.addErrback(self._refused)
 
@@ -194,7 +198,7 @@ class Upload(Protocol):
         self.log.vanished += 1
         self.log.unfinished.add(self.name)
         self.log.upload_stopped()
-        self.players.blackhole(self.port, self.transport)
+        self.players.blackhole(self.port, self.server_port, self.transport)
 
     def connectionLost(self, reason: Any = None) -> None:
         if self.state == "connected":
@@ -283,8 +287,8 @@ class Players:
         self,
         started_at: float,
         delay: float,
-        blackhole: Callable[[int], None],
-        release: Callable[[int], None],
+        blackhole: Callable[[int, int], None],
+        release: Callable[[int, int], None],
         vanish_for: float,
     ) -> None:
         self.started_at = started_at
@@ -313,14 +317,16 @@ class Players:
         for upload in list(self.uploading):
             upload.tick(now)
 
-    def blackhole(self, port: int, transport: Any) -> None:
-        """Drop the connection's packets; once the server has surely given up on it, let the
-        client's side go (its RST dropped too) and the port free again."""
-        self._blackhole(port)
+    def blackhole(self, port: int, server_port: int, transport: Any) -> None:
+        """Drop the packets of the connection from client ``port`` to ``server_port`` (the
+        pair: the kernel may reuse the client port for a connection to the other server port
+        while this one holds it, and that one must pass); once the server has surely given up
+        on it, let the client's side go (its RST dropped too) and the pair pass again."""
+        self._blackhole(port, server_port)
 
         def forget() -> None:
             transport.abortConnection()
-            reactor.callLater(2.0, self._release, port)
+            reactor.callLater(2.0, self._release, port, server_port)
 
         reactor.callLater(self._vanish_for, forget)
 

@@ -229,20 +229,30 @@ class Disk:
 
 class Network:
     """nftables in the namespace: a share of the game ports' packets lost at random, and
-    connections blackholed by their client port (a set of ports whose packets all drop)."""
+    connections blackholed (a set of connections whose packets all drop).
+
+    A blackholed connection is keyed by its pair (client port, server port), not by its
+    client port alone: the kernel hands the same ephemeral port to a connection to another
+    destination port while the first connection still holds it (an upload to :data:`WS_PORT`
+    beside one to :data:`GAME_PORT`, or the server's own connection to MariaDB), and a rule on
+    the port alone would silently drop that unrelated connection's packets too. Everything
+    runs on 127.0.0.1, so the pair names one connection.
+    """
 
     def __init__(self) -> None:
         self.lost = 0  # packets dropped by loss rules since flushed
-        self._vanished: set[int] = set()  # the ports in the set now
+        self._vanished: set[tuple[int, int]] = set()  # the (client port, server port) pairs in the set now
         ports = f"{{ {GAME_PORT}, {WS_PORT} }}"
+        # On loopback every packet passes the input hook once, whichever way it goes: the
+        # client's carry (client port, server port) as (sport, dport), the server's as (dport, sport).
         self._nft(
             f"table inet {_TABLE} {{\n"
-            "  set vanished { type inet_service; }\n"
+            "  set vanished { type inet_service . inet_service; }\n"
             "  chain loss { }\n"
             "  chain input {\n"
             "    type filter hook input priority filter; policy accept;\n"
-            '    tcp sport @vanished counter drop comment "vanished"\n'
-            '    tcp dport @vanished counter drop comment "vanished back"\n'
+            '    tcp sport . tcp dport @vanished counter drop comment "vanished"\n'
+            '    tcp dport . tcp sport @vanished counter drop comment "vanished back"\n'
             f"    tcp dport {ports} jump loss\n"
             f"    tcp sport {ports} jump loss\n"
             "  }\n"
@@ -260,15 +270,17 @@ class Network:
             f'add rule inet {_TABLE} loss numgen random mod 1000 < {per_mille} counter drop comment "lost"\n'
         )
 
-    def blackhole(self, port: int) -> None:
-        self._nft(f"add element inet {_TABLE} vanished {{ {port} }}\n")
-        self._vanished.add(port)
+    def blackhole(self, port: int, server_port: int) -> None:
+        """Drop every packet, both ways, of the connection from client ``port`` to
+        ``server_port``; other connections that share the client port pass."""
+        self._nft(f"add element inet {_TABLE} vanished {{ {port} . {server_port} }}\n")
+        self._vanished.add((port, server_port))
 
-    def release(self, port: int) -> None:
-        """The port's packets pass again (unless :meth:`clear` let them already)."""
-        if port in self._vanished:
-            self._vanished.discard(port)
-            self._nft(f"delete element inet {_TABLE} vanished {{ {port} }}\n")
+    def release(self, port: int, server_port: int) -> None:
+        """That connection's packets pass again (unless :meth:`clear` let them already)."""
+        if (port, server_port) in self._vanished:
+            self._vanished.discard((port, server_port))
+            self._nft(f"delete element inet {_TABLE} vanished {{ {port} . {server_port} }}\n")
 
     def clear(self) -> None:
         self.lost += self.counters().get("lost", 0)

@@ -1,4 +1,5 @@
-"""The chaos soak (``benchmarks/soak``): its pure parts, and a short run of it as CI's.
+"""The chaos soak (``benchmarks/soak``): its pure parts, its blackhole in a network namespace,
+and a short run of it as CI's.
 
 The short run is the real thing at a small scale: ``python -m benchmarks.soak --minutes 2
 --seed 1 --games 40 --compression 40`` against a real ``twistd faf-replay`` and MariaDB in a
@@ -12,6 +13,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +24,9 @@ from benchmarks.soak import checks, flat
 from benchmarks.soak.faults import Done, spooled
 from benchmarks.soak.plan import KINDS, GamePlan, Scale, UploadPlan, WatchPlan, plan, server_timers
 from benchmarks.soak.players import GameLog, WatchLog
+from benchmarks.soak.stack import GAME_PORT, WS_PORT, Network
 from faf_replay.save.vault import encode_replay, vault_path
+from tests.support.netns import namespace_for
 from tests.support.paths import REPOSITORY
 from tests.support.recordings import recording, split
 from tests.support.requirements import unavailable
@@ -262,6 +266,86 @@ class Checks(SynchronousTestCase):
         (spool / "games" / "7" / "0.upload").write_bytes(b"p0.SCFAreplay\0" + b"x" * 10)
         (spool / "games" / "7" / "record.json").write_text("{}")
         self.assertEqual(spooled(spool), {7: {"p0.SCFAreplay": 10}})
+
+
+def received(connection: socket.socket, timeout: float) -> bytes:
+    """One byte from ``connection`` if it comes within ``timeout`` seconds, else ``b""``."""
+    connection.settimeout(timeout)
+    try:
+        return connection.recv(1)
+    except TimeoutError:
+        return b""
+
+
+class Blackhole(TestCase):
+    """The soak's :class:`Network` blackholes one connection, named by its pair (client port,
+    server port), in a network namespace of the test's own (root, nftables)."""
+
+    timeout = 60
+
+    def open_socket(self) -> socket.socket:
+        made = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(made.close)  # before the namespace is deleted (cleanups run last first)
+        made.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        return made
+
+    def listen(self, port: int) -> socket.socket:
+        listening = self.open_socket()
+        listening.bind(("127.0.0.1", port))
+        listening.listen()
+        listening.settimeout(5)
+        return listening
+
+    def client(self, port: int, server_port: int) -> socket.socket:
+        """A client socket bound to ``port`` and connected to ``server_port``."""
+        connection = self.open_socket()
+        connection.bind(("127.0.0.1", port))
+        connection.settimeout(2)
+        try:
+            connection.connect(("127.0.0.1", server_port))
+        except OSError as error:
+            self.fail(f"client port {port} could not connect to {server_port}: {error!r}")
+        return connection
+
+    def test_a_client_port_reused_for_the_other_server_port_passes(self):
+        """The kernel gives a connection to WS_PORT the client port of a blackholed one to
+        GAME_PORT while that one still holds it (as in soak game 1001411, whose upload went
+        silent beside game 1001450's vanishing one): only the blackholed connection drops."""
+        namespace = namespace_for(self)
+        with namespace.entered():
+            network = Network()
+            game, ws = self.listen(GAME_PORT), self.listen(WS_PORT)
+            probe = self.open_socket()
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+            probe.close()
+
+            vanishing = self.client(port, GAME_PORT)
+            vanishing_served, _ = game.accept()
+            self.addCleanup(vanishing_served.close)
+            network.blackhole(port, GAME_PORT)
+
+            other = self.client(port, WS_PORT)  # same client port, the other server port
+            other_served, _ = ws.accept()
+            self.addCleanup(other_served.close)
+            self.assertEqual(other.getsockname()[1], vanishing.getsockname()[1])
+            other.sendall(b"o")
+            self.assertEqual(received(other_served, 2), b"o")
+            other_served.sendall(b"O")
+            self.assertEqual(received(other, 2), b"O")
+
+            vanishing.sendall(b"v")
+            vanishing_served.sendall(b"V")
+            self.assertEqual(received(vanishing_served, 1), b"", "the blackholed client's byte arrived")
+            self.assertEqual(received(vanishing, 0.1), b"", "the server's byte to it arrived")
+            dropped = network.counters()
+            self.assertGreater(dropped.get("vanished", 0), 0, dropped)
+            self.assertGreater(dropped.get("vanished back", 0), 0, dropped)
+
+            network.release(port, GAME_PORT)
+            # TCP sends both bytes again on its own (backing off: within a few seconds)
+            self.assertEqual(received(vanishing_served, 10), b"v")
+            self.assertEqual(received(vanishing, 10), b"V")
 
 
 class ShortRun(TestCase):
