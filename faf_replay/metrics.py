@@ -86,6 +86,11 @@ vault_writable = Gauge(
     "replayserver_vault_writable",
     "1 when the last check (at startup, then at every /health) could create a file in the vault.",
 )
+vault_read_errors = Counter(
+    "replayserver_vault_read_errors",
+    "Looks into the vault that failed (a saved replay read for a watcher, or whether the vault holds "
+    "a game an upload would start): the watcher is refused, the upload let in.",
+)
 lost_connections = Counter(
     "replayserver_lost_connections",
     "Connections that ended without a clean close, by category (writer, reader; initial: a WebSocket "

@@ -77,8 +77,12 @@ class ReplayProtocol(ConnectionProtocol):
         self.phase = Phase.HEADER
         self._sub: Protocol | None = None
         self._timeout: IDelayedCall | None = None
-        # Bytes that arrive while the database decides on an upload.
+        # Bytes that arrive while the vault or the database decides on an upload.
         self._admitting = bytearray()
+        # How an upload's connection ended while it waited for that answer, having sent bytes:
+        # they are kept, and the answer starts the upload with them and then ends it.
+        self._lost_admitting: Failure | None = None
+        self._upload_admitting = False
         self.peer = "?"
 
     @property
@@ -132,6 +136,7 @@ class ReplayProtocol(ConnectionProtocol):
             self._enter(Phase.ADMITTING)
             self._admitting += rest
             self.connection.pauseProducing()
+            self._upload_admitting = True
             self._registry.admit_upload(header.game_id).addCallback(self._admitted, header)
             return
         self._start(header, rest)
@@ -139,12 +144,16 @@ class ReplayProtocol(ConnectionProtocol):
     def _admitted(self, refusal: str | None, header: ConnectionHeader) -> None:
         buffered, self._admitting = bytes(self._admitting), bytearray()
         if self.phase is not Phase.ADMITTING:
-            return  # the connection went away while we asked
-        self.connection.resumeProducing()
+            return  # the connection went away, nothing sent yet, while we asked
+        lost = self._lost_admitting
+        if lost is None:
+            self.connection.resumeProducing()
         if refusal is not None:
             self._refuse(header, "not admitted", f"upload for game {header.game_id} refused: {refusal}")
             return
         self._start(header, buffered)
+        if lost is not None and self._sub is not None:
+            self._sub.connectionLost(lost)  # a short game sent whole before the answer came
 
     def _from_vault(self, replay: VaultReplay | None, header: ConnectionHeader) -> None:
         buffered, self._admitting = bytes(self._admitting), bytearray()
@@ -227,6 +236,9 @@ class ReplayProtocol(ConnectionProtocol):
             self._sub.connectionLost(reason)
             return
         if phase is Phase.CLOSED:
+            return
+        if phase is Phase.ADMITTING and self._upload_admitting and self._admitting:
+            self._lost_admitting = reason or connectionDone  # the answer decides what its bytes become
             return
         self._enter(Phase.CLOSED)
         if phase is Phase.ADMITTING:

@@ -4,9 +4,11 @@ Uploaders and watchers find their game here (``upload``/``watch``). The
 registry drives time for all games with one timer (games tick in groups spread
 over the sample interval), and it remembers recently saved game ids so that a
 late uploader cannot start a second, shorter replay of a game that is already
-in the vault. With ``--require-known-game`` it asks the database before a new
-game starts (``admit_upload``). On shutdown it ends every game and waits until
-each is saved.
+in the vault. Before a game this run has no live copy of starts, it looks in the
+vault (a replay saved by an earlier run, or by this one longer ago than it
+remembers, is never replaced by a second copy), and with
+``--require-known-game`` asks the database too (``admit_upload``). On shutdown
+it ends every game and waits until each is saved.
 """
 
 from __future__ import annotations
@@ -143,28 +145,73 @@ class GameRegistry(Service):
             )
 
     def needs_admission(self, game_id: int) -> bool:
-        """Whether an upload for this game must wait for :meth:`admit_upload`."""
-        if not self.settings.require_known_game or self._database is None:
-            return False
+        """Whether an upload for this game must wait for :meth:`admit_upload`: it would
+        start a game (none is taking uploads under this id), and there is a vault to look
+        in or a database to ask."""
         game = self.games.get(game_id)
-        return game is None or game.state is not State.ACCEPTING
+        if game is not None and game.state is State.ACCEPTING:
+            return False
+        if game is None and game_id in self._ended:
+            return False  # saved by this run: refused at once (game_for_upload)
+        return self.vault_replays is not None or self._asks_database
+
+    @property
+    def _asks_database(self) -> bool:
+        return self.settings.require_known_game and self._database is not None
 
     def admit_upload(self, game_id: int) -> Deferred:
-        """Ask the database whether this game may start; fires with None, or why not.
+        """Whether this game may start: fires with None, or why not.
 
-        Uploads arriving together for one game share one question. A database
-        that cannot answer lets the upload in: a replay is worth more than the
-        check.
+        Not if the vault already holds its replay (a run a deploy or a kill
+        stopped saved it; a second copy could never be saved, and would be
+        dropped), nor, with ``--require-known-game``, if the database does not
+        know the game. Uploads arriving together for one game share one
+        question. A vault or a database that cannot answer lets the upload in:
+        a replay is worth more than the check.
         """
         waiter: Deferred = Deferred()
         waiting = self._admissions.setdefault(game_id, [])
         waiting.append(waiter)
         if len(waiting) == 1:
-            assert self._database is not None
-            d = self._database.game_status(game_id)
-            d.addCallbacks(self._admission, self._admission_unknown, errbackArgs=(game_id,))
+            d = self._vault_admission(game_id)
+            d.addCallback(self._database_admission, game_id)
             d.addCallback(self._answer_admission, game_id)
         return waiter
+
+    def _vault_admission(self, game_id: int) -> Deferred:
+        if self.vault_replays is None:
+            return succeed(None)
+        d = self.vault_replays.holds(game_id)
+        d.addCallbacks(
+            self._vault_answer, self._vault_unknown, callbackArgs=(game_id,), errbackArgs=(game_id,)
+        )
+        return d
+
+    def _vault_answer(self, held: bool, game_id: int) -> str | None:
+        if not held:
+            return None
+        log.info(
+            "game {game_id}: the vault already holds its replay (saved before); no second copy is started",
+            game_id=game_id,
+        )
+        return "its replay is already in the vault"
+
+    def _vault_unknown(self, failure: Failure, game_id: int) -> None:
+        failure.trap(OSError)
+        metrics.vault_read_errors.inc()
+        log.warn(
+            "game {game_id}: cannot look in the vault for its replay ({why}); accepting the upload",
+            game_id=game_id,
+            why=str(failure.value),
+        )
+
+    def _database_admission(self, refusal: str | None, game_id: int) -> Deferred:
+        if refusal is not None or not self._asks_database:
+            return succeed(refusal)
+        assert self._database is not None
+        d = self._database.game_status(game_id)
+        d.addCallbacks(self._admission, self._admission_unknown, errbackArgs=(game_id,))
+        return d
 
     def _admission(self, status: GameStatus | None) -> str | None:
         if status is None:

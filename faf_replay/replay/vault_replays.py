@@ -28,6 +28,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from faf_replay import metrics
 from faf_replay.replay.slices import SliceCache
 from faf_replay.save.vault import decode_replay, vault_path
 from faf_replay.save.workers import WorkerPool
@@ -118,6 +119,11 @@ class VaultReplays:
             )
         return waiter
 
+    def holds(self, game_id: int) -> Deferred:
+        """Fires with whether the vault has a replay file for the game, watchable or not
+        (looked at in a worker thread); fails with the OSError when it cannot be looked at."""
+        return self._workers.run(vault_path(self.vault, game_id).exists)
+
     def _read(self, stream: bytes | None, game_id: int) -> None:
         replay = None if stream is None else VaultReplay(game_id, stream)
         if replay is not None:
@@ -140,6 +146,7 @@ class VaultReplays:
             )
             self._read(None, game_id)
             return
+        metrics.vault_read_errors.inc()
         log.failure(
             "game {game_id}: its saved replay {path} cannot be read for a watcher",
             failure,

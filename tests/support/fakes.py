@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from twisted.internet.defer import Deferred, succeed
 
 from faf_replay.replay.finished import FinishedReplay, SaveOutcome
@@ -79,3 +82,23 @@ class Saves:
             self.pending.append(d)
             return d
         return succeed(self.outcome)
+
+
+class HeldWorkers:
+    """Runs nothing until the test says: ``finish()`` runs every pending call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred]] = []
+
+    def run(self, function: Callable[..., Any], *args: Any) -> Deferred:
+        d: Deferred = Deferred()
+        self.calls.append((function, args, d))
+        return d
+
+    def finish(self) -> None:
+        calls, self.calls = self.calls, []
+        for function, args, d in calls:
+            try:
+                d.callback(function(*args))
+            except Exception as error:  # what a worker thread hands back
+                d.errback(error)

@@ -14,8 +14,10 @@ from faf_replay.replay.download import DownloadProtocol
 from faf_replay.replay.lifecycle import State
 from faf_replay.replay.registry import GameRegistry
 from faf_replay.replay.upload import UploadProtocol
+from faf_replay.replay.vault_replays import VaultReplays
+from faf_replay.save.vault import write_replay
 from faf_replay.settings import Settings
-from tests.support.fakes import Saves
+from tests.support.fakes import HeldWorkers, Saves
 from tests.support.logs import CapturedLogs
 from tests.support.metrics import metric
 from tests.support.recordings import chunks, recording, split
@@ -453,6 +455,123 @@ class Admission(ProtocolTestCase):
         self.answers.asked[0][1].errback(DatabaseError("check game: MySQL server has gone away"))
         self.assertIn(12, self.registry.games)
         self.assertEqual(len(self.logs.matching("accepting the upload")), 1)
+
+
+class VaultAdmission(ProtocolTestCase):
+    """An upload that would start a game looks in the vault first: a replay an earlier run
+    saved (a deploy cut its game; one of its players came back after the restart) is never
+    replaced, and a second copy could never be saved (the soak lost 4,597 bytes that way)."""
+
+    settings = SETTINGS.replace(db="mysql://u@h/n", require_known_game=True)
+
+    def setUp(self):
+        super().setUp()
+        self.vault = self.mktemp()
+        self.workers = HeldWorkers()
+        self.answers = PendingStatus()
+        self.registry = GameRegistry(
+            self.settings,
+            self.clock,
+            self.saves,
+            self.answers,
+            vault_replays=VaultReplays(self.vault, 0, self.workers),  # watching it from there is off
+        )
+        self.registry.startService()
+        self.addCleanup(lambda: self.registry.running and self.registry.stopService())
+        self.factory = ReplayFactory(self.registry, self.clock)
+        self.saved = write_replay(self.vault, 5, {"uid": 5}, recording("example")[:400], 3).path
+
+    def test_a_game_the_vault_holds_is_not_started_again(self):
+        before = self.saved.read_bytes()
+        refused = metric("replayserver_rejected_connections_total", reason="not admitted")
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"P/5/a\0" + recording("example"))
+        self.assertEqual(transport.producerState, "paused")
+        self.workers.finish()
+        self.assertTrue(transport.disconnecting)
+        self.assertNotIn(5, self.registry.games)
+        self.assertEqual(self.answers.asked, [])  # the vault's answer is enough
+        self.assertEqual(
+            len(self.logs.matching("upload for game 5 refused: its replay is already in the vault")), 1
+        )
+        self.assertEqual(
+            metric("replayserver_rejected_connections_total", reason="not admitted"), refused + 1
+        )
+        self.assertEqual(self.saved.read_bytes(), before)
+
+    def test_a_game_the_vault_lacks_starts_with_every_byte(self):
+        stream = recording("example")
+        protocol, _ = self.connect()
+        protocol.dataReceived(b"P/6/a\0" + stream[:100])
+        protocol.dataReceived(stream[100:])
+        self.workers.finish()
+        [(game_id, answer)] = self.answers.asked  # then the database
+        self.assertEqual(game_id, 6)
+        answer.callback(GameStatus(ended_at=None, replay_available=False))
+        upload = protocol._sub
+        self.assertEqual(upload.stream.header + bytes(upload.stream.body), stream)
+
+    def test_a_vault_that_cannot_be_looked_at_lets_the_upload_in(self):
+        errors = metric("replayserver_vault_read_errors_total")
+        protocol, _ = self.connect()
+        protocol.dataReceived(b"P/7/a\0")
+        [(_, _, d)] = self.workers.calls
+        self.workers.calls.clear()
+        d.errback(PermissionError(13, "Permission denied"))
+        self.answers.asked[0][1].callback(GameStatus(ended_at=None, replay_available=False))
+        self.assertIn(7, self.registry.games)
+        self.assertEqual(len(self.logs.matching("cannot look in the vault for its replay")), 1)
+        self.assertEqual(metric("replayserver_vault_read_errors_total"), errors + 1)
+
+    def test_a_game_sent_whole_before_the_answer_is_kept(self):
+        """A short game whose player closed before the vault answered (the WebSocket test
+        that sends a whole replay at once lost it, the upload dropped with its bytes)."""
+        header, body = split(recording("example"))
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"P/9/a\0" + header + body)
+        self.disconnect(protocol, transport)
+        self.workers.finish()
+        self.answers.asked[0][1].callback(GameStatus(ended_at=None, replay_available=False))
+        self.advance(self.settings.grace + 2 * self.settings.sample_interval)
+        self.assertEqual([(r.game_id, r.header) for r in self.saves.replays], [(9, header)])
+        self.assertEqual(self.saves.bodies, [body])
+
+    def test_a_game_sent_whole_before_a_refusal_is_not_kept(self):
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"P/5/a\0" + recording("example"))
+        self.disconnect(protocol, transport)
+        self.workers.finish()
+        self.assertNotIn(5, self.registry.games)
+        self.assertEqual(len(self.logs.matching("upload for game 5 refused")), 1)
+
+    def test_a_live_game_is_joined_without_looking(self):
+        first, _ = self.connect()
+        first.dataReceived(b"P/8/a\0")
+        self.workers.finish()
+        self.answers.asked[0][1].callback(GameStatus(ended_at=None, replay_available=False))
+        second, _ = self.connect()
+        second.dataReceived(b"P/8/b\0")
+        self.assertEqual(self.workers.calls, [])
+        self.assertIs(second._sub.game, first._sub.game)
+
+
+class VaultAdmissionWithoutDatabase(ProtocolTestCase):
+    """The vault is looked in without ``--require-known-game`` and without a database too."""
+
+    def test_a_game_the_vault_holds_is_not_started_again(self):
+        vault, workers = self.mktemp(), HeldWorkers()
+        write_replay(vault, 5, {"uid": 5}, recording("example")[:400], 3)
+        self.registry = GameRegistry(
+            self.settings, self.clock, self.saves, vault_replays=VaultReplays(vault, 3600, workers)
+        )
+        self.registry.startService()
+        self.addCleanup(self.registry.stopService)
+        self.factory = ReplayFactory(self.registry, self.clock)
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"P/5/a\0" + recording("example"))
+        workers.finish()
+        self.assertTrue(transport.disconnecting)
+        self.assertNotIn(5, self.registry.games)
 
 
 class ConnectionPhases(SynchronousTestCase):

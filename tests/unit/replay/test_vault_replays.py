@@ -3,34 +3,15 @@
 import os
 import time
 
-from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from faf_replay.replay.slices import READ_CHUNK as CHUNK
 from faf_replay.replay.vault_replays import KEPT, VaultReplays, read_saved_stream
 from faf_replay.save.vault import vault_path, write_replay
+from tests.support.fakes import HeldWorkers
 from tests.support.logs import CapturedLogs
+from tests.support.metrics import metric
 from tests.support.recordings import recording, split
-
-
-class HeldWorkers:
-    """Runs nothing until the test says: ``finish()`` runs every pending call."""
-
-    def __init__(self):
-        self.calls = []
-
-    def run(self, function, *args):
-        d = Deferred()
-        self.calls.append((function, args, d))
-        return d
-
-    def finish(self):
-        calls, self.calls = self.calls, []
-        for function, args, d in calls:
-            try:
-                d.callback(function(*args))
-            except Exception as error:  # what a worker thread hands back
-                d.errback(error)
 
 
 class ReadingTheVault(SynchronousTestCase):
@@ -93,8 +74,10 @@ class ReadingTheVault(SynchronousTestCase):
         path = vault_path(self.vault, 11)
         path.parent.mkdir(parents=True)
         path.write_bytes(b'{"uid": 11}\nnot zstd at all')
+        errors = metric("replayserver_vault_read_errors_total")
         self.assertIsNone(self.opened(11))
         self.assertEqual(len(logs.matching("game 11: its saved replay")), 1)
+        self.assertEqual(metric("replayserver_vault_read_errors_total"), errors + 1)
         self.flushLoggedErrors()
 
     def test_watchers_of_one_game_share_one_read_and_one_copy(self):
