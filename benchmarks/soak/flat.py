@@ -10,9 +10,13 @@ games of every age; and the resident memory of a process keeps its high-water ma
 memory mostly stays mapped), so a climb leaves a step that no later load explains. So each
 life's first minutes are left out (``warm_up``: the plan's longest game, ``Plan.settling``),
 and the slope is the one at constant load: the load is a variable of the regression too
-(:data:`LOAD`), and what is reported is the change with time alone. Beside the resident memory
-the Python allocator's live blocks (``heap_kblocks``), which fall when memory is freed: the
-series that tells a leak from a high-water mark. Pure arithmetic, no Twisted.
+(:data:`LOAD`), and what is reported is the change with time alone. The resident memory is a
+high-water mark: it follows the highest load its life has had so far, not the load now (a quiet
+minute after a busy one frees memory that stays mapped), so its slope is taken at a constant
+*highest* load (:data:`HIGH_WATER`): growth while the life's busiest moment stays the busiest is
+what a leak looks like. Beside it the Python allocator's live blocks (``heap_kblocks``), which
+fall when memory is freed: the series that tells a leak from a high-water mark, taken at the
+load now. Pure arithmetic, no Twisted.
 """
 
 from __future__ import annotations
@@ -21,11 +25,16 @@ import math
 from dataclasses import dataclass
 from html import escape
 
-#: The sample values the slopes hold constant: the players' connections open, the body
-#: bytes the running games hold (a game's merged body grows as it goes, so a life's memory
-#: climbs while its games are young even at a constant number of them), and the bytes their
-#: uploads sent (what the spool holds: a game of 8 spools 8 copies, a duel 2).
-LOAD = ("connections", "held_mib", "sent_mib")
+#: The sample values the slopes hold constant: the players' uploads and watchers connected
+#: (apart: an upload holds two descriptors, its socket and its spool file, a watcher one, and
+#: the mix changes as a life's games age), the body bytes the running games hold (a game's
+#: merged body grows as it goes, so a life's memory climbs while its games are young even at a
+#: constant number of them), and the bytes their uploads sent (what the spool holds: a game of
+#: 8 spools 8 copies, a duel 2).
+LOAD = ("uploads", "watchers", "held_mib", "sent_mib")
+#: Series that keep their high-water mark: fitted against each load's highest value in the
+#: life so far rather than its value now.
+HIGH_WATER = ("rss_mib",)
 #: Faults whose backlog (saves waiting for the database or the vault, uploads waiting for the
 #: spool's room) is not the steady load, and seconds after each whose samples are not fitted
 #: either: the backlog clears (the end of the run checks it all did), it does not pile up.
@@ -73,17 +82,22 @@ def fit(
     busy: tuple[tuple[float, float], ...] = (),
 ) -> tuple[float, float] | None:
     """Units per hour of ``name`` over samples from ``window_start`` to ``window_end``, fitted
-    within lives, at constant load (every one of :data:`LOAD` the samples have); and the
+    within lives, at constant load (every one of :data:`LOAD` the samples have; for a
+    :data:`HIGH_WATER` series, at a constant highest load so far); and the
     slope's standard error (units per hour). Samples inside a ``busy`` span (seconds into the
     run) are left out. None without enough samples."""
     lives: dict[int, list[list[float]]] = {}
-    for sample in samples:
+    highest: dict[int, list[float]] = {}  # each life's highest load so far, for HIGH_WATER
+    for sample in sorted(samples, key=lambda sample: sample.at):
+        load = [sample.values.get(variable, 0.0) for variable in LOAD]
+        if name in HIGH_WATER:
+            so_far = highest.setdefault(sample.life, load)
+            load = highest[sample.life] = [max(a, b) for a, b in zip(so_far, load, strict=True)]
         value = sample.values.get(name)
         inside = window_start <= sample.at <= window_end
         inside = inside and not any(start <= sample.at <= end for start, end in busy)
         if inside and sample.since_start >= warm_up and value is not None:
-            row = [sample.at, *(sample.values.get(load, 0.0) for load in LOAD), value]
-            lives.setdefault(sample.life, []).append(row)
+            lives.setdefault(sample.life, []).append([sample.at, *load, value])
     centred: list[list[float]] = []
     fitted_lives = 0
     for rows in lives.values():

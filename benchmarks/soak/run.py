@@ -73,8 +73,11 @@ class Sampler:
             "threads": float(re.search(r"Threads:\s+(\d+)", status).group(1)),
             "fds": float(fds),
             "spool_mib": spool / 2**20,
-            # The load, as the players see it: what the slopes are taken at (flat.py).
-            "connections": float(len(self.players.uploading) + self.players.watching),
+            # The load, what the slopes are taken at (flat.py): the connections as the server
+            # counts them (a client may believe a connection open that the server ended: a
+            # WebSocket close lost to the packet loss), the bytes as the players sent them.
+            "uploads": _metric(text, 'replayserver_active_connections_count{category="writer"}'),
+            "watchers": _metric(text, 'replayserver_active_connections_count{category="reader"}'),
             "held_mib": sum(g.sent[-1][1] for g in self.players.games.values() if g.ended_at is None) / 2**20,
             "sent_mib": sum(upload.sent for upload in self.players.uploading) / 2**20,
         }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -102,7 +103,7 @@ class Slopes(SynchronousTestCase):
                     since = n * 5.0
                     connections = 10 * min(since, 200.0)
                     value = 100 + connections / 100 + leak_per_minute * since / 60
-                    values = {"rss_mib": value, "connections": connections}
+                    values = {"rss_mib": value, "uploads": connections}
                     out.append(flat.Sample(life * 300 + since, life + 1, since, values))
             return out
 
@@ -117,14 +118,47 @@ class Slopes(SynchronousTestCase):
             for n in range(60):
                 since = n * 5.0
                 held = min(since, 200.0) / 10 + (n % 7)  # MiB, with some wobble
-                values = {"rss_mib": 100 + 1.5 * held, "connections": 1000.0 + n % 3, "held_mib": held}
+                values = {"heap_kblocks": 100 + 1.5 * held, "uploads": 1000.0 + n % 3, "held_mib": held}
                 out.append(flat.Sample(life * 300 + since, life + 1, since, values))
-        self.assertAlmostEqual(flat.slope_within_lives(out, "rss_mib", 0), 0.0, places=6)
+        self.assertAlmostEqual(flat.slope_within_lives(out, "heap_kblocks", 0), 0.0, places=6)
         without = [
             flat.Sample(s.at, s.life, s.since_start, {k: v for k, v in s.values.items() if k != "held_mib"})
             for s in out
         ]
-        self.assertGreater(flat.slope_within_lives(without, "rss_mib", 0), 100)
+        self.assertGreater(flat.slope_within_lives(without, "heap_kblocks", 0), 100)
+
+    def test_a_high_water_mark_is_no_trend(self):
+        # The load rises and falls; resident memory keeps the mark of the busiest moment so
+        # far (1 MiB per 100 uploads) and never falls: no leak. The live blocks follow the load.
+        def samples(leak_per_minute):
+            out = []
+            for life in range(2):
+                highest = 0.0
+                for n in range(240):
+                    since = n * 5.0
+                    uploads = 1000 + 600 * math.sin(since / 150) + 50 * (n % 5)
+                    highest = max(highest, uploads)
+                    values = {
+                        "rss_mib": 100 + highest / 100 + leak_per_minute * since / 60,
+                        "heap_kblocks": 300 + uploads / 10,
+                        "uploads": uploads,
+                    }
+                    out.append(flat.Sample(life * 1200 + since, life + 1, since, values))
+            return out
+
+        self.assertAlmostEqual(flat.slope_within_lives(samples(0.0), "rss_mib", 0), 0.0, places=6)
+        self.assertAlmostEqual(flat.slope_within_lives(samples(0.0), "heap_kblocks", 0), 0.0, places=6)
+        self.assertAlmostEqual(flat.slope_within_lives(samples(0.1), "rss_mib", 0), 6.0, places=6)
+
+    def test_uploads_and_watchers_are_apart(self):
+        # An upload holds two descriptors (socket, spool file), a watcher one; as a life's
+        # games age, watchers replace uploads at the same number of connections.
+        out = []
+        for n in range(240):
+            uploads, watchers = 1000.0 - 2 * n + 30 * (n % 4), 200.0 + 2 * n + 20 * (n % 3)
+            values = {"fds": 20 + 2 * uploads + watchers, "uploads": uploads, "watchers": watchers}
+            out.append(flat.Sample(n * 5.0, 1, n * 5.0, values))
+        self.assertAlmostEqual(flat.slope_within_lives(out, "fds", 0), 0.0, places=6)
 
     def test_noise_gives_the_slope_its_error(self):
         rng = random.Random(4)
