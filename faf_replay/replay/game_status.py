@@ -74,7 +74,8 @@ def game_status(game: Game, now: float, delay: float, from_vault: bool = False) 
         "watchable_in": round(watchable_in, 1),
         "ending": game.state is not State.ACCEPTING or not game.uploader_count,
         "state": game.state.value,
-        "watchable_from_vault": from_vault and game.state in (State.DRAINING, State.DONE),
+        # A game cut while its players were connected waits in the vault (GameRegistry.vault_hold).
+        "watchable_from_vault": from_vault and game.state in (State.DRAINING, State.DONE) and not game.cut,
         **_described(game, now),
     }
 
@@ -89,11 +90,18 @@ def _described(game: Game, now: float) -> dict[str, object]:
     }
 
 
-def ended_status(game_id: int, ended_at: float, now: float, from_vault: bool) -> dict[str, object]:
-    """A game that ended recently: no longer live; watchable from the vault when ``from_vault``."""
+def ended_status(
+    game_id: int, ended_at: float, now: float, from_vault: bool, hold: float = 0.0
+) -> dict[str, object]:
+    """A game that ended recently: no longer live; watchable from the vault when ``from_vault``,
+    once its replay has waited there ``hold`` seconds (``GameRegistry.vault_hold``: a game cut
+    while its players were connected waits out the delay). Its file is written before the game
+    is done, so ``watchable_in`` counted from ``ended_at`` is never too early."""
+    wait = max(0.0, ended_at + hold - now) if from_vault else 0.0
     return {
         "game_id": game_id,
         "state": "ended",
         "seconds_since_end": round(max(0.0, now - ended_at), 1),
-        "watchable_from_vault": from_vault,
+        "watchable_from_vault": from_vault and wait == 0,
+        "watchable_in": round(wait, 1),
     }

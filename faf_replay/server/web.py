@@ -50,7 +50,8 @@ def live_games(service: FafReplayService, now: float) -> list[dict[str, object]]
     games = sorted(registry.games.values(), key=lambda game: game.game_id)
     ended = sorted(registry.recently_ended().items())
     return [game.status(now, registry.from_vault) for game in games] + [
-        ended_status(game_id, at, now, registry.from_vault) for game_id, at in ended
+        ended_status(game_id, at, now, registry.from_vault, registry.vault_hold(game_id))
+        for game_id, at in ended
     ]
 
 
@@ -74,7 +75,7 @@ class Games(Resource):
         ended = registry.recently_ended().get(game_id)
         if ended is None:
             return NoResource("no live replay of this game")
-        return _Static(ended_status(game_id, ended, now, registry.from_vault))
+        return _Static(ended_status(game_id, ended, now, registry.from_vault, registry.vault_hold(game_id)))
 
     def render_GET(self, request: Request) -> bytes:
         return _json(request, live_games(self._service, self._clock.seconds()))
@@ -221,7 +222,12 @@ def _sparkline(rates: list[float], width: int = 120, height: int = 24) -> str:
 
 
 def _ended_row(game: dict[str, Any]) -> str:
-    watchable = "from the vault" if game["watchable_from_vault"] else "no"
+    if game["watchable_from_vault"]:
+        watchable = "from the vault"
+    elif game["watchable_in"]:
+        watchable = f"from the vault in {_duration(game['watchable_in'])}"
+    else:
+        watchable = "no"
     cells = [str(game["game_id"]), f"{_duration(game['seconds_since_end'])} ago", watchable]
     return (
         f'<tr data-ended="{game["game_id"]}">'

@@ -4,7 +4,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from faf_replay.replay.game import Game
-from faf_replay.replay.game_status import RATE_SPAN, RATE_STEP, stream_rate
+from faf_replay.replay.game_status import RATE_SPAN, RATE_STEP, ended_status, stream_rate
 from faf_replay.settings import Settings
 from tests.support.fakes import FakeUploader, Saves
 from tests.support.recordings import recording, split
@@ -44,3 +44,19 @@ class Status(SynchronousTestCase):
         clock.advance(31)
         game.tick(clock.seconds())
         self.assertEqual(game.status(clock.seconds())["ticks"], 1928)  # the whole game: fafreplay's count
+
+
+class Ended(SynchronousTestCase):
+    def test_a_game_cut_while_its_players_were_connected_is_watchable_after_the_hold(self):
+        held = ended_status(5, 100.0, 110.0, True, hold=30.0)
+        self.assertEqual((held["watchable_from_vault"], held["watchable_in"]), (False, 20.0))
+        later = ended_status(5, 100.0, 131.0, True, hold=30.0)
+        self.assertEqual((later["watchable_from_vault"], later["watchable_in"]), (True, 0.0))
+
+    def test_a_game_whose_players_had_left_is_watchable_at_once(self):
+        ended = ended_status(6, 100.0, 101.0, True)
+        self.assertEqual((ended["watchable_from_vault"], ended["watchable_in"]), (True, 0.0))
+
+    def test_nothing_from_a_vault_that_is_not_watched(self):
+        off = ended_status(7, 100.0, 110.0, False, hold=30.0)
+        self.assertEqual((off["watchable_from_vault"], off["watchable_in"]), (False, 0.0))

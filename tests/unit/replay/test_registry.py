@@ -2,6 +2,7 @@
 
 import random
 import statistics
+from types import SimpleNamespace
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -9,8 +10,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from faf_replay.replay.finished import SaveOutcome
 from faf_replay.replay.game import Refusal
 from faf_replay.replay.registry import GameRegistry
+from faf_replay.replay.vault_replays import VaultReplays
+from faf_replay.server.web import live_games
 from faf_replay.spool.spool import Spool
-from tests.support.fakes import FakeUploader, FakeWatcher, Saves
+from tests.support.fakes import FakeUploader, FakeWatcher, HeldWorkers, Saves
 from tests.support.logs import CapturedLogs
 from tests.support.metrics import metric
 from tests.support.recordings import recording, split
@@ -177,9 +180,17 @@ class VaultHold(SynchronousTestCase):
         spool = self.mktemp()
         left = Spool(spool).game(77, 1234.5)  # a game a killed run left in the spool
         left.new_upload("Rowan.SCFAreplay").write(recording("example"))
-        self.registry = GameRegistry(SETTINGS, self.clock, self.saves, spool=Spool(spool))
+        vault = VaultReplays(self.mktemp(), 3600, HeldWorkers())  # watchers of ended games from there
+        self.registry = GameRegistry(
+            SETTINGS, self.clock, self.saves, spool=Spool(spool), vault_replays=vault
+        )
         self.registry.startService()
         self.addCleanup(lambda: self.registry.running and self.registry.stopService())
+
+    def listed(self, game_id: int) -> dict:
+        """What ``GET /games`` says of the game."""
+        games = live_games(SimpleNamespace(registry=self.registry), self.clock.seconds())
+        return {game["game_id"]: game for game in games}[game_id]
 
     def test_a_game_this_run_saw_end_at_once_until_its_id_is_forgotten(self):
         play_a_whole_game(self, 5)
@@ -200,10 +211,17 @@ class VaultHold(SynchronousTestCase):
         self.successResultOf(game.end("forced end"))
         self.assertTrue(self.registry.ended(7))
         self.assertEqual(self.registry.vault_hold(7), SETTINGS.delay)
+        self.assertFalse(game.status(self.clock.seconds(), True)["watchable_from_vault"])  # the API
         watcher.close()
         self.clock.advance(SETTINGS.sample_interval * 2)
         self.assertNotIn(7, self.registry.games)  # done: the registry remembers it was cut
         self.assertEqual(self.registry.vault_hold(7), SETTINGS.delay)
+        ended = self.listed(7)
+        self.assertFalse(ended["watchable_from_vault"])
+        self.assertTrue(SETTINGS.delay - 5 < ended["watchable_in"] <= SETTINGS.delay, ended)
+        self.clock.advance(ended["watchable_in"])
+        ended = self.listed(7)
+        self.assertEqual((ended["watchable_from_vault"], ended["watchable_in"]), (True, 0))
 
     def test_a_player_is_back_once_it_sent_again_what_the_spool_had(self):
         """Not by connecting under its name: anyone may."""
