@@ -325,6 +325,16 @@ class Game:
 
     # -- the end --------------------------------------------------------------
 
+    @property
+    def waits_for_room(self) -> bool:
+        """Its save waits for a retry after the vault refused its file."""
+        return self.state is State.SAVING and self._saving is not None and self._saving.waits_for_room
+
+    def save_now(self) -> None:
+        """A save waiting for its retry tries now (the vault has room again)."""
+        if self._saving is not None:
+            self._saving.now()
+
     def end(self, reason: str) -> Deferred:
         """End the write phase and save; fires with the :class:`SaveOutcome` of
         the (next) attempt.

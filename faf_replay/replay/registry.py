@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 
 from faf_replay import metrics
 from faf_replay.database.pool import Database, DatabaseError, GameStatus
-from faf_replay.replay.finished import SaveFunction
+from faf_replay.replay.finished import FinishedReplay, SaveFunction, SaveOutcome
 from faf_replay.replay.game import Game, Refusal, State
 from faf_replay.replay.stream import UploadStream
 from faf_replay.replay.vault_replays import VaultReplays
@@ -51,7 +51,7 @@ class GameRegistry(Service):
         #: Ended games watched from the vault; None: a watcher of an ended game is refused.
         self.vault_replays = vault_replays
         self._clock = clock
-        self._save = save
+        self._save = self._saving_wakes_the_others(save)
         self._database = database
         self._spool = spool
         self._admissions: dict[int, list[Deferred]] = {}
@@ -84,6 +84,29 @@ class GameRegistry(Service):
         self._add(game)
         log.info("game {game_id}: replay started", game_id=game_id)
         return game, None
+
+    def _saving_wakes_the_others(self, save: SaveFunction) -> SaveFunction:
+        """``save``, and once a file is in the vault, the saves the vault refused try again
+        at once instead of after their backoff (up to 5 min): it has room again."""
+
+        def saving(replay: FinishedReplay) -> Deferred:
+            return save(replay).addCallback(self._saved_one, replay.game_id)
+
+        return saving
+
+    def _saved_one(self, outcome: object, game_id: int) -> object:
+        if outcome is SaveOutcome.SAVED:
+            waiting = [game for game in self.games.values() if game.waits_for_room]
+            if waiting:
+                log.info(
+                    "game {game_id}: the vault took its file; {count} replay(s) it refused before "
+                    "try again now",
+                    game_id=game_id,
+                    count=len(waiting),
+                )
+            for game in waiting:
+                game.save_now()
+        return outcome
 
     def _game_spool(self, game_id: int) -> GameSpool | None:
         if self._spool is None:

@@ -6,7 +6,8 @@ The game hands its :class:`~faf_replay.replay.finished.FinishedReplay` to
 
 - saved, already in the vault, or nothing to save: over (the game drains);
 - the vault refused (``FAILED``): tried again after 5 s, doubling up to 5 min
-  (``retry.Retry``); the spool keeps the data meanwhile;
+  (``retry.Retry``), or at once when another game's file was saved (the vault
+  has room again: ``waits_for_room``, ``now``); the spool keeps the data meanwhile;
 - broken by the data itself (``BROKEN``, or an unexpected error): counted, in
   the spool too so that the count survives restarts; after
   ``SAVE_ATTEMPTS_BROKEN`` such failures the game's uploads go to the spool's
@@ -59,6 +60,7 @@ class SaveAttempts:
         self._retry = Retry(clock, self._attempt, SAVE_RETRY_FIRST, SAVE_RETRY_MAX)
         self._waiters: list[Deferred] = []
         self._broken = 0  # the spool keeps the count across restarts
+        self._last: object = None  # the last attempt's outcome
         self.over = False
 
     @property
@@ -70,6 +72,11 @@ class SaveAttempts:
         waiter = self._wait()
         self._attempt()
         return waiter
+
+    @property
+    def waits_for_room(self) -> bool:
+        """The vault refused the last attempt and the next one waits for its retry."""
+        return self._last is SaveOutcome.FAILED and self._retry.pending
 
     def now(self) -> Deferred:
         """Fires with the outcome of the next attempt, made now if one waits for its retry."""
@@ -98,6 +105,7 @@ class SaveAttempts:
         if isinstance(outcome, Failure):
             log.failure("game {game_id}: saving failed", outcome, level=LogLevel.error, game_id=self.game_id)
             outcome = SaveOutcome.BROKEN
+        self._last = outcome
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(outcome)

@@ -4,6 +4,7 @@ import random
 import statistics
 from types import SimpleNamespace
 
+from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -166,6 +167,48 @@ class Registry(SynchronousTestCase):
         self.successResultOf(stopped)
         self.assertTrue(watcher.closed)
         self.assertEqual(self.registry.games, {})
+
+
+class RoomAgain(SynchronousTestCase):
+    """Saves the vault refused (a full disk) wait up to 5 min between tries; once another
+    game's file is saved, the vault has room again and they try at once (the soak's drains
+    after a full vault took minutes)."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.outcomes: dict[int, SaveOutcome] = {}
+        self.tries: list[int] = []
+        self.registry = GameRegistry(SETTINGS, self.clock, self.save)
+        self.registry.startService()
+        self.addCleanup(lambda: self.registry.running and self.registry.stopService())
+        self.logs = CapturedLogs(self)
+
+    def save(self, replay):
+        self.tries.append(replay.game_id)
+        return succeed(self.outcomes.get(replay.game_id, SaveOutcome.SAVED))
+
+    def end(self, game_id: int, outcome: SaveOutcome) -> None:
+        self.outcomes[game_id] = outcome
+        game, _ = self.registry.game_for_upload(game_id)
+        uploader = FakeUploader(game)
+        game.add_uploader(uploader)
+        uploader.send(recording("example"))
+        game.end("forced end")  # no time passes: no retry is due
+
+    def test_a_saved_file_wakes_the_saves_the_vault_refused(self):
+        self.end(1, SaveOutcome.FAILED)
+        self.end(2, SaveOutcome.BROKEN)  # its data: trying again fails the same way
+        self.assertEqual(self.tries, [1, 2])
+        self.outcomes[1] = SaveOutcome.SAVED  # the disk has room again
+        self.end(3, SaveOutcome.SAVED)
+        self.assertEqual(self.tries, [1, 2, 3, 1])  # at once, long before its retry
+        self.assertNotIn(1, self.registry.games)
+        self.assertEqual(len(self.logs.matching("1 replay(s) it refused before try again now")), 1)
+
+    def test_no_wake_without_a_file_saved(self):
+        self.end(1, SaveOutcome.FAILED)
+        self.end(2, SaveOutcome.NOTHING)
+        self.assertEqual(self.tries, [1, 2])
 
 
 class VaultHold(SynchronousTestCase):
