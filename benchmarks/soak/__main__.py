@@ -100,7 +100,9 @@ def inside(args: argparse.Namespace) -> int:
 
 def refit(args: argparse.Namespace) -> int:
     """The slopes of a report again, with this checkout's fit; the load a report from before
-    the sampler noted ``held_mib`` and ``sent_mib`` is given from its plan (``players.load_by_plan``)."""
+    the sampler noted ``held_mib`` and ``sent_mib`` is given from its plan (``players.load_by_plan``),
+    and one from before it noted uploads and watchers apart fits its ``connections`` (as the
+    players counted them) as uploads: an approximation, said when it is used."""
     from benchmarks.soak import flat  # noqa: PLC0415
     from benchmarks.soak.players import load_by_plan  # noqa: PLC0415
 
@@ -109,14 +111,19 @@ def refit(args: argparse.Namespace) -> int:
     the_plan = plan(
         settings["minutes"], settings["seed"], Scale(settings["games_at_once"], settings["compression"])
     )
-    samples = []
+    samples, lumped = [], False
     for raw in report["samples"]:
         values = dict(raw["values"])
         if "sent_mib" not in values:
             held, sent = load_by_plan(the_plan, raw["at"], raw["at"] - raw["since_start"])
             values.setdefault("held_mib", held)
             values["sent_mib"] = sent
+        if "uploads" not in values and "connections" in values:
+            values["uploads"] = values.pop("connections")
+            lumped = True
         samples.append(flat.Sample(raw["at"], raw["life"], raw["since_start"], values))
+    if lumped:
+        print("(an older report: its connections, uploads and watchers together, fitted as uploads)")
     busy = flat.backlogs([(kind, began, ended) for kind, began, ended, *_ in report["fault_log"]])
     fitted = flat.slopes(samples, the_plan.seconds, the_plan.settling, busy)
     for name, slope in fitted.items():

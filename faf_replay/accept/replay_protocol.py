@@ -54,7 +54,10 @@ class Phase(enum.Enum):
     """Where a connection is; :data:`MOVES` says where it may go next."""
 
     HEADER = "reading its connection header"
-    ADMITTING = "waiting: for the database to admit its upload, or for the vault to read an ended game"
+    ADMITTING = (
+        "waiting: for the vault (and the database) to admit the upload that would start a game, for that"
+        " answer (a watcher of the game), or for the vault to read an ended game"
+    )
     SWITCHED = "an upload or a watcher"
     CLOSED = "refused, rejected or gone"
 
@@ -66,6 +69,8 @@ MOVES = {
     (Phase.ADMITTING, Phase.SWITCHED),
     (Phase.ADMITTING, Phase.CLOSED),
 }
+#: Phases counted as ``initial`` connections (not yet an upload or a watcher).
+_WAITING = (Phase.HEADER, Phase.ADMITTING)
 
 
 class ReplayProtocol(ConnectionProtocol):
@@ -91,14 +96,16 @@ class ReplayProtocol(ConnectionProtocol):
         return self._sub
 
     def _enter(self, phase: Phase) -> None:
-        """Every change of phase; leaving the header phase stops its timeout and its gauge."""
+        """Every change of phase; leaving the header phase stops its timeout, becoming an upload
+        or a watcher (or closed) leaves the ``initial`` gauge."""
         if (self.phase, phase) not in MOVES:
             raise RuntimeError(f"a connection cannot move from {self.phase.name} to {phase.name}")
         if self.phase is Phase.HEADER:
             if self._timeout is not None and self._timeout.active():
                 self._timeout.cancel()
             self._timeout = None
-            metrics.active["initial"].dec()
+        if self.phase in _WAITING and phase not in _WAITING:
+            metrics.active["initial"].dec()  # a connection waiting for an answer is counted still
         self.phase = phase
 
     def connectionMade(self) -> None:
@@ -122,24 +129,48 @@ class ReplayProtocol(ConnectionProtocol):
                 self._switch(*parsed)
 
     def _switch(self, header: ConnectionHeader, rest: bytes) -> None:
-        vault = self._registry.vault_replays
-        if header.kind is Kind.DOWNLOAD and vault is not None and self._registry.ended(header.game_id):
-            # Stop reading until the vault's copy is read (docs/protocol.md: watching an ended game).
-            self._enter(Phase.ADMITTING)
-            self._admitting += rest
-            self.connection.pauseProducing()
-            hold = self._registry.vault_hold(header.game_id)
-            vault.open(header.game_id, hold).addCallback(self._from_vault, header)
+        if header.kind is Kind.DOWNLOAD:
+            starting = self._registry.admission_of(header.game_id)
+            if starting is not None:
+                # The game's first upload waits for its admission: so does the watcher, who
+                # then joins the game, or finds it in the vault.
+                self._hold(rest)
+                starting.addCallback(self._game_decided, header)
+                return
+            self._watch(header, rest)
             return
-        if header.kind is Kind.UPLOAD and self._registry.needs_admission(header.game_id):
-            # Stop reading until the database says whether this game may start.
-            self._enter(Phase.ADMITTING)
-            self._admitting += rest
-            self.connection.pauseProducing()
+        if self._registry.needs_admission(header.game_id):
+            # Stop reading until the vault (and the database) say whether this game may start.
+            self._hold(rest)
             self._upload_admitting = True
             self._registry.admit_upload(header.game_id).addCallback(self._admitted, header)
             return
         self._start(header, rest)
+
+    def _hold(self, rest: bytes) -> None:
+        """Stop reading until an answer comes (``ADMITTING``); bytes meanwhile are kept."""
+        if self.phase is not Phase.ADMITTING:
+            self._enter(Phase.ADMITTING)
+            self.connection.pauseProducing()
+        self._admitting += rest
+
+    def _watch(self, header: ConnectionHeader, rest: bytes) -> None:
+        vault = self._registry.vault_replays
+        if vault is not None and self._registry.ended(header.game_id):
+            # Stop reading until the vault's copy is read (docs/protocol.md: watching an ended game).
+            self._hold(rest)
+            hold = self._registry.vault_hold(header.game_id)
+            vault.open(header.game_id, hold).addCallback(self._from_vault, header)
+            return
+        if self.phase is Phase.ADMITTING:
+            self.connection.resumeProducing()
+        self._start(header, rest)
+
+    def _game_decided(self, _refusal: object, header: ConnectionHeader) -> None:
+        if self.phase is not Phase.ADMITTING:
+            return  # the watcher went away meanwhile
+        buffered, self._admitting = bytes(self._admitting), bytearray()
+        self._watch(header, buffered)
 
     def _admitted(self, refusal: str | None, header: ConnectionHeader) -> None:
         buffered, self._admitting = bytes(self._admitting), bytearray()
@@ -149,7 +180,8 @@ class ReplayProtocol(ConnectionProtocol):
         if lost is None:
             self.connection.resumeProducing()
         if refusal is not None:
-            self._refuse(header, "not admitted", f"upload for game {header.game_id} refused: {refusal}")
+            detail = f"upload for game {header.game_id} refused: {refusal}"
+            self._refuse(header, "not admitted", detail, close=lost is None)
             return
         self._start(header, buffered)
         if lost is not None and self._sub is not None:
@@ -220,13 +252,15 @@ class ReplayProtocol(ConnectionProtocol):
         log.warn("connection from {peer} rejected: {detail}", peer=self.peer, detail=detail)
         self.connection.loseConnection()
 
-    def _refuse(self, header: ConnectionHeader, reason: str, detail: str) -> None:
-        """A well-formed request we cannot serve: close without a byte sent."""
+    def _refuse(self, header: ConnectionHeader, reason: str, detail: str, *, close: bool = True) -> None:
+        """A well-formed request we cannot serve: close without a byte sent (unless the
+        connection is gone already: ``close`` False)."""
         self._enter(Phase.CLOSED)
         metrics.rejected_connections.labels(reason).inc()
         metrics.served[metrics.NO_REPLAY].inc()
         log.info("connection {name!r} from {peer}: {detail}", name=header.name, peer=self.peer, detail=detail)
-        self.connection.loseConnection()
+        if close:
+            self.connection.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._release()

@@ -14,10 +14,11 @@ it ends every game and waits until each is saved.
 from __future__ import annotations
 
 from twisted.application.service import Service
+from twisted.internet import defer
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from faf_replay import metrics
@@ -31,6 +32,10 @@ from faf_replay.settings import Settings
 from faf_replay.spool.spool import GameSpool, Spool
 
 log = Logger()
+
+#: Seconds an upload that would start a game waits for the look into the vault (a hung network
+#: filesystem must not hold new games back): then it is let in, as when the vault cannot answer.
+VAULT_LOOK_TIMEOUT = 2.0
 
 
 class GameRegistry(Service):
@@ -169,13 +174,10 @@ class GameRegistry(Service):
 
     def needs_admission(self, game_id: int) -> bool:
         """Whether an upload for this game must wait for :meth:`admit_upload`: it would
-        start a game (none is taking uploads under this id), and there is a vault to look
-        in or a database to ask."""
-        game = self.games.get(game_id)
-        if game is not None and game.state is State.ACCEPTING:
-            return False
-        if game is None and game_id in self._ended:
-            return False  # saved by this run: refused at once (game_for_upload)
+        start a game (this run has none under this id and saved none), and there is a vault
+        to look in or a database to ask."""
+        if game_id in self.games or game_id in self._ended:
+            return False  # joined, or refused at once (game_for_upload)
         return self.vault_replays is not None or self._asks_database
 
     @property
@@ -198,13 +200,24 @@ class GameRegistry(Service):
         if len(waiting) == 1:
             d = self._vault_admission(game_id)
             d.addCallback(self._database_admission, game_id)
-            d.addCallback(self._answer_admission, game_id)
+            d.addBoth(self._answer_admission, game_id)
         return waiter
+
+    def admission_of(self, game_id: int) -> Deferred | None:
+        """Fires once the admission :meth:`admit_upload` is making for this game is decided
+        (with the refusal or None); None when none is being made."""
+        waiting = self._admissions.get(game_id)
+        if not waiting:
+            return None
+        d: Deferred = Deferred()
+        waiting.append(d)
+        return d
 
     def _vault_admission(self, game_id: int) -> Deferred:
         if self.vault_replays is None:
             return succeed(None)
         d = self.vault_replays.holds(game_id)
+        d.addTimeout(VAULT_LOOK_TIMEOUT, self._clock)
         d.addCallbacks(
             self._vault_answer, self._vault_unknown, callbackArgs=(game_id,), errbackArgs=(game_id,)
         )
@@ -220,12 +233,21 @@ class GameRegistry(Service):
         return "its replay is already in the vault"
 
     def _vault_unknown(self, failure: Failure, game_id: int) -> None:
-        failure.trap(OSError)
         metrics.vault_read_errors.inc()
-        log.warn(
-            "game {game_id}: cannot look in the vault for its replay ({why}); accepting the upload",
+        if failure.check(OSError, defer.TimeoutError):
+            timed_out = failure.check(defer.TimeoutError)
+            why = f"no answer within {VAULT_LOOK_TIMEOUT:g} s" if timed_out else str(failure.value)
+            log.warn(
+                "game {game_id}: cannot look in the vault for its replay ({why}); accepting the upload",
+                game_id=game_id,
+                why=why,
+            )
+            return
+        log.failure(
+            "game {game_id}: looking in the vault for its replay failed; accepting the upload",
+            failure,
+            level=LogLevel.error,
             game_id=game_id,
-            why=str(failure.value),
         )
 
     def _database_admission(self, refusal: str | None, game_id: int) -> Deferred:
@@ -254,7 +276,15 @@ class GameRegistry(Service):
             why=str(failure.value),
         )
 
-    def _answer_admission(self, refusal: str | None, game_id: int) -> None:
+    def _answer_admission(self, refusal: str | Failure | None, game_id: int) -> None:
+        if isinstance(refusal, Failure):  # a bug: a replay is worth more than the check
+            log.failure(
+                "game {game_id}: deciding whether it may start failed; accepting the upload",
+                refusal,
+                level=LogLevel.error,
+                game_id=game_id,
+            )
+            refusal = None
         for waiter in self._admissions.pop(game_id, []):
             waiter.callback(refusal)
 

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from faf_replay import metrics
@@ -86,6 +86,15 @@ def read_saved_stream(path: Path, max_age: float, now: float, min_age: float = 0
     return decode_replay(data)
 
 
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; raises when it cannot be known (``Path.exists`` would say no)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 class VaultReplays:
     def __init__(self, vault: str, max_age: float, workers: WorkerPool) -> None:
         self.vault = vault
@@ -122,7 +131,7 @@ class VaultReplays:
     def holds(self, game_id: int) -> Deferred:
         """Fires with whether the vault has a replay file for the game, watchable or not
         (looked at in a worker thread); fails with the OSError when it cannot be looked at."""
-        return self._workers.run(vault_path(self.vault, game_id).exists)
+        return self._workers.run(_exists, vault_path(self.vault, game_id))
 
     def _read(self, stream: bytes | None, game_id: int) -> None:
         replay = None if stream is None else VaultReplay(game_id, stream)
@@ -150,6 +159,7 @@ class VaultReplays:
         log.failure(
             "game {game_id}: its saved replay {path} cannot be read for a watcher",
             failure,
+            level=LogLevel.error,
             game_id=game_id,
             path=str(path),
         )

@@ -1,5 +1,7 @@
 """The connection protocols byte by byte: StringTransport and a fake clock."""
 
+from pathlib import Path
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -10,9 +12,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from faf_replay.accept.replay_protocol import MOVES, Phase, ReplayFactory, ReplayProtocol
 from faf_replay.database.pool import DatabaseError, GameStatus
+from faf_replay.metrics import EMPTY, NO_REPLAY, SUCCESS
 from faf_replay.replay.download import DownloadProtocol
 from faf_replay.replay.lifecycle import State
-from faf_replay.replay.registry import GameRegistry
+from faf_replay.replay.registry import VAULT_LOOK_TIMEOUT, GameRegistry
 from faf_replay.replay.upload import UploadProtocol
 from faf_replay.replay.vault_replays import VaultReplays
 from faf_replay.save.vault import write_replay
@@ -23,6 +26,9 @@ from tests.support.metrics import metric
 from tests.support.recordings import chunks, recording, split
 
 SETTINGS = Settings(delay=10, sample_interval=1, grace=5, header_timeout=60, linger=1, stall_timeout=60)
+
+
+SERVED = "replayserver_served_connections_total"
 
 
 class ProtocolTestCase(SynchronousTestCase):
@@ -512,21 +518,88 @@ class VaultAdmission(ProtocolTestCase):
         self.assertEqual(upload.stream.header + bytes(upload.stream.body), stream)
 
     def test_a_vault_that_cannot_be_looked_at_lets_the_upload_in(self):
+        vault = Path(self.mktemp())
+        vault.write_bytes(b"")  # a file where the vault's folders should be: ENOTDIR
+        self.registry.vault_replays = VaultReplays(str(vault), 0, self.workers)
         errors = metric("replayserver_vault_read_errors_total")
         protocol, _ = self.connect()
         protocol.dataReceived(b"P/7/a\0")
-        [(_, _, d)] = self.workers.calls
-        self.workers.calls.clear()
-        d.errback(PermissionError(13, "Permission denied"))
+        self.workers.finish()
         self.answers.asked[0][1].callback(GameStatus(ended_at=None, replay_available=False))
         self.assertIn(7, self.registry.games)
-        self.assertEqual(len(self.logs.matching("cannot look in the vault for its replay")), 1)
+        self.assertEqual(len(self.logs.matching("cannot look in the vault for its replay (")), 1)
         self.assertEqual(metric("replayserver_vault_read_errors_total"), errors + 1)
+
+    def test_a_vault_that_does_not_answer_lets_the_upload_in(self):
+        """A hung network filesystem: the look is given up after VAULT_LOOK_TIMEOUT."""
+        errors = metric("replayserver_vault_read_errors_total")
+        protocol, _ = self.connect()
+        protocol.dataReceived(b"P/7/a\0")
+        self.advance(VAULT_LOOK_TIMEOUT - 0.5, 0.5)
+        self.assertEqual(self.answers.asked, [])
+        self.advance(0.5, 0.5)
+        self.answers.asked[0][1].callback(GameStatus(ended_at=None, replay_available=False))
+        self.assertIn(7, self.registry.games)
+        self.assertEqual(len(self.logs.matching("no answer within 2 s")), 1)
+        self.assertEqual(metric("replayserver_vault_read_errors_total"), errors + 1)
+
+    def test_a_failing_look_stops_nothing(self):
+        """Any failure lets the upload in; the game's next uploads are not left waiting."""
+        first, _ = self.connect()
+        first.dataReceived(b"P/7/a\0")
+        [(_, _, d)] = self.workers.calls
+        self.workers.calls.clear()
+        d.errback(RuntimeError("a bug"))
+        self.answers.asked[0][1].errback(RuntimeError("another bug"))  # not a DatabaseError
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+        second, _ = self.connect()
+        second.dataReceived(b"P/7/b\0")
+        self.assertIs(second._sub.game, first._sub.game)
+        self.assertEqual(self.registry.games[7].uploader_count, 2)
+
+    def test_uploads_arriving_together_share_one_look(self):
+        first, _ = self.connect()
+        first.dataReceived(b"P/6/a\0")
+        second, _ = self.connect()
+        second.dataReceived(b"P/6/b\0")
+        self.assertEqual(len(self.workers.calls), 1)
+        self.workers.finish()
+        self.answers.asked[0][1].callback(GameStatus(ended_at=None, replay_available=False))
+        self.assertIs(second._sub.game, first._sub.game)
+
+    def test_a_watcher_during_the_look_joins_the_game(self):
+        """Without the wait, the game does not exist yet: the watcher was refused."""
+        initial = metric("replayserver_active_connections_count", category="initial")
+        uploader, _ = self.connect()
+        uploader.dataReceived(b"P/6/a\0")
+        watcher, _ = self.connect()
+        watcher.dataReceived(b"G/6/w\0")
+        self.assertEqual(metric("replayserver_active_connections_count", category="initial"), initial + 2)
+        self.workers.finish()
+        self.answers.asked[0][1].callback(GameStatus(ended_at=None, replay_available=False))
+        self.assertEqual(self.registry.games[6].watcher_count, 1)
+        self.assertEqual(metric("replayserver_active_connections_count", category="initial"), initial)
+
+    def test_a_game_this_run_saved_is_refused_without_a_look(self):
+        protocol, _ = self.connect()
+        protocol.dataReceived(b"P/6/a\0" + recording("example"))
+        self.workers.finish()
+        self.answers.asked[0][1].callback(GameStatus(ended_at=None, replay_available=False))
+        self.disconnect(protocol, protocol.transport)
+        self.advance(self.settings.grace + 2 * self.settings.sample_interval)
+        self.assertNotIn(6, self.registry.games)
+        late, transport = self.connect()
+        late.dataReceived(b"P/6/b\0")
+        self.assertEqual(self.workers.calls, [])
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(len(self.logs.matching("its replay has already been saved")), 1)
 
     def test_a_game_sent_whole_before_the_answer_is_kept(self):
         """A short game whose player closed before the vault answered (the WebSocket test
         that sends a whole replay at once lost it, the upload dropped with its bytes)."""
         header, body = split(recording("example"))
+        served = {result: metric(SERVED, result=result) for result in (SUCCESS, EMPTY)}
+        writers = metric("replayserver_active_connections_count", category="writer")
         protocol, transport = self.connect()
         protocol.dataReceived(b"P/9/a\0" + header + body)
         self.disconnect(protocol, transport)
@@ -535,14 +608,24 @@ class VaultAdmission(ProtocolTestCase):
         self.advance(self.settings.grace + 2 * self.settings.sample_interval)
         self.assertEqual([(r.game_id, r.header) for r in self.saves.replays], [(9, header)])
         self.assertEqual(self.saves.bodies, [body])
+        self.assertEqual(
+            {r: metric(SERVED, result=r) for r in served},
+            {SUCCESS: served[SUCCESS] + 1, EMPTY: served[EMPTY]},
+        )
+        self.assertEqual(metric("replayserver_active_connections_count", category="writer"), writers)
 
     def test_a_game_sent_whole_before_a_refusal_is_not_kept(self):
+        served = {result: metric(SERVED, result=result) for result in (NO_REPLAY, EMPTY)}
         protocol, transport = self.connect()
         protocol.dataReceived(b"P/5/a\0" + recording("example"))
         self.disconnect(protocol, transport)
         self.workers.finish()
         self.assertNotIn(5, self.registry.games)
         self.assertEqual(len(self.logs.matching("upload for game 5 refused")), 1)
+        self.assertEqual(
+            {r: metric(SERVED, result=r) for r in served},
+            {NO_REPLAY: served[NO_REPLAY] + 1, EMPTY: served[EMPTY]},
+        )
 
     def test_a_live_game_is_joined_without_looking(self):
         first, _ = self.connect()
