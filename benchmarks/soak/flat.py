@@ -168,7 +168,8 @@ def slopes(
 ) -> dict[str, dict]:
     """Every series' slope over the last three quarters of a run of ``seconds`` (its arrivals;
     not the drain after them, when the load falls), each life's first ``warm_up`` seconds and
-    the ``busy`` spans left out, its bound, and whether it is within it; and the slope with
+    the ``busy`` spans left out, its bound, and whether it stays under it (a falling slope is
+    flat); and the slope with
     the busy spans in, for the record."""
     out = {}
     for name, (unit, bound) in SERIES.items():
@@ -181,7 +182,10 @@ def slopes(
             "with_backlogs_per_hour": None if everything is None else round(everything[0], 3),
             "unit": unit,
             "bound_per_hour": bound,
-            "flat": slope is not None and abs(slope) <= bound,
+            # Flat means not growing: a series that falls at a constant load is bounded (by
+            # zero, and by what the life started with) and holds nothing back; what a month
+            # cannot afford is growth (docs/benchmarks.md, "Chaos soak").
+            "flat": slope is not None and slope <= bound,
             "warm_up_seconds": warm_up,
         }
     return out

@@ -93,6 +93,14 @@ class Slopes(SynchronousTestCase):
         judged = flat.slopes(samples, 1200)
         self.assertFalse(judged["rss_mib"]["flat"])
 
+    def test_a_falling_series_is_no_leak(self):
+        # Memory given back at the same load (1 MiB a minute less): flat, as growth is what
+        # the bound is about; the same rate upward is not.
+        falling = flat.slopes(self.samples(lambda since: -since / 60), 1200)
+        self.assertEqual((falling["rss_mib"]["per_hour"], falling["rss_mib"]["flat"]), (-60.0, True))
+        rising = flat.slopes(self.samples(lambda since: since / 60), 1200)
+        self.assertFalse(rising["rss_mib"]["flat"])
+
     def test_the_load_climbing_after_a_restart_is_no_trend(self):
         # A new life starts with no games: its connections climb, and its memory with them
         # (1 MiB per 100 connections), but at a given load it does not grow.
