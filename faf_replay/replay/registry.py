@@ -234,20 +234,22 @@ class GameRegistry(Service):
 
     def _vault_unknown(self, failure: Failure, game_id: int) -> None:
         metrics.vault_read_errors.inc()
-        if failure.check(OSError, defer.TimeoutError):
-            timed_out = failure.check(defer.TimeoutError)
-            why = f"no answer within {VAULT_LOOK_TIMEOUT:g} s" if timed_out else str(failure.value)
-            log.warn(
-                "game {game_id}: cannot look in the vault for its replay ({why}); accepting the upload",
+        if failure.check(defer.TimeoutError):
+            why = f"no answer within {VAULT_LOOK_TIMEOUT:g} s"
+        elif failure.check(OSError):
+            why = str(failure.value)
+        else:
+            log.failure(
+                "game {game_id}: looking in the vault for its replay failed; accepting the upload",
+                failure,
+                level=LogLevel.error,
                 game_id=game_id,
-                why=why,
             )
             return
-        log.failure(
-            "game {game_id}: looking in the vault for its replay failed; accepting the upload",
-            failure,
-            level=LogLevel.error,
+        log.warn(
+            "game {game_id}: cannot look in the vault for its replay ({why}); accepting the upload",
             game_id=game_id,
+            why=why,
         )
 
     def _database_admission(self, refusal: str | None, game_id: int) -> Deferred:
