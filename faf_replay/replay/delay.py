@@ -3,8 +3,9 @@
 
 Let L(t) be the most body bytes any uploader of the game had sent by time t.
 While any uploader is connected, watchers see at most L(now - delay) bytes. The
-game samples L once per sample interval; the limit is the newest sample taken
-at least ``delay`` seconds ago, so it never runs ahead of the true L(now - delay).
+game samples L once per sample interval, each sample dated no earlier than the
+reads it counts; the limit is the newest sample taken at least ``delay`` seconds
+ago, so it never runs ahead of the true L(now - delay).
 Pure logic: times are plain floats from whatever clock the caller uses.
 """
 

@@ -250,7 +250,13 @@ class Game:
         self.publish(now)
 
     def sample(self, now: float) -> None:
-        """The first half of a tick: read the uploads, note how long the longest is."""
+        """The first half of a tick: read the uploads, note how long the longest is.
+
+        The length is noted at the clock's time after the reads, not at ``now`` (read before
+        them, and before the games sampled ahead of this one): a read here takes in what the
+        players wrote up to the read itself, and a stall before it (a long garbage
+        collection, a throttled or stopped process) would otherwise date those bytes before
+        they were sent, and watchers would get them that much early."""
         if self.state is not State.ACCEPTING:
             return
         longest = self._longest
@@ -264,9 +270,10 @@ class Game:
             longest = max(longest, len(stream.body))
         self._uploads.note_returns()
         self._longest = longest
+        read_at = self._clock.seconds()
         if self._longest and self.first_body_at is None:
-            self.first_body_at = now
-        self._window.record(now, self._longest)
+            self.first_body_at = read_at
+        self._window.record(read_at, self._longest)
 
     def publish(self, now: float) -> None:
         """The second half: merge what the delay allows, show it, apply the waiting rules."""

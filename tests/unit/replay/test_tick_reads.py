@@ -7,6 +7,7 @@ changed them turns these red.
 """
 
 import socket
+from collections.abc import Callable
 from types import SimpleNamespace
 
 from twisted.internet import reactor
@@ -206,3 +207,78 @@ class AtTheTick(ProtocolTestCase):
         protocol, transport = self.connect()  # no socket of its own (TLS, WebSocket frames)
         protocol.dataReceived(b"P/12/p.SCFAreplay\0" + header + body[:500])
         self.assertEqual(transport.producerState, "paused")
+
+
+class StallingSocket(Socket):
+    """One ``recv`` takes in everything waiting; ``before_read`` runs first (a stall there)."""
+
+    before_read: Callable[[], None] | None = None
+
+    def doRead(self):
+        if self.before_read is not None:
+            self.before_read()
+        if len(self.waiting) > 1 and all(isinstance(data, bytes) for data in self.waiting):
+            self.waiting = [b"".join(self.waiting)]
+        return super().doRead()
+
+
+class AStalledTick(ProtocolTestCase):
+    """The process stalls inside a tick, after the tick read the clock (a long garbage
+    collection, a throttled or stopped process): what the players wrote meanwhile must not
+    be dated before it, or watchers get it that much earlier than the delay allows."""
+
+    STALL = 1.0
+    WRITES = 0.1  # seconds between two writes of a player, 40 body bytes each
+
+    def play(self, stalls: int, watched: int) -> list[tuple[float, int, int]]:
+        """Games 5 and 25 (one tick group: 5 is read first), a player each writing 40 body
+        bytes every 0.1 s; the read of game ``stalls`` stalls once; the moments when the
+        watcher of game ``watched`` had more body bytes than the delay allowed."""
+        header, body = split(recording("example"))
+        sockets: dict[int, StallingSocket] = {}
+        for game_id in (5, 25):
+            self.peers += 1
+            address = IPv4Address("TCP", "192.0.2.7", 40000 + self.peers)
+            protocol = self.factory.buildProtocol(address)
+            sockets[game_id] = socket = StallingSocket(address)
+            socket.protocol = protocol
+            protocol.makeConnection(socket)
+            protocol.dataReceived(f"P/{game_id}/p.SCFAreplay\0".encode() + header)
+        watcher, transport = self.connect()
+        watcher.dataReceived(f"G/{watched}/w\0".encode())
+        written = [(0.0, 0)]  # (when, body bytes each player had written by then)
+
+        def write_until(moment: float) -> None:
+            while written[-1][0] + self.WRITES <= moment:
+                at, sent = written[-1]
+                for socket in sockets.values():
+                    socket.arrive(body[sent : sent + 40])
+                written.append((at + self.WRITES, sent + 40))
+
+        def stall() -> None:
+            if self.clock.seconds() >= 3.2 and not stalled:
+                stalled.append(True)
+                write_until(self.clock.seconds() + self.STALL)  # the players go on meanwhile
+                self.clock.rightNow += self.STALL  # and no timer runs
+
+        stalled: list[bool] = []
+        sockets[stalls].before_read = stall
+        early = []
+        while self.clock.seconds() < 3.2 + self.settings.delay + 3:
+            write_until(self.clock.seconds())
+            self.clock.advance(0.01)
+            now = self.clock.seconds()
+            allowed = max((sent for at, sent in written if at <= now - self.settings.delay), default=0)
+            had = len(transport.value()) - len(header)
+            if had > allowed:
+                early.append((round(now, 2), had, allowed))
+        self.assertEqual(stalled, [True])
+        self.assertGreater(len(transport.value()) - len(header), 0)
+        self.assertEqual(self.registry.games[watched].uploader_count, 1)  # the delay held throughout
+        return early
+
+    def test_a_stall_in_the_games_own_read(self):
+        self.assertEqual(self.play(stalls=5, watched=5), [])
+
+    def test_a_stall_in_the_read_of_a_game_sampled_before_it(self):
+        self.assertEqual(self.play(stalls=5, watched=25), [])
