@@ -7,6 +7,8 @@ import sys
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from faf_replay.server.c_allocator import c_allocator
+
 active_connections = Gauge(
     "replayserver_active_connections_count",
     "Count of currently active connections.",
@@ -123,3 +125,20 @@ python_allocated_blocks = Gauge(
     "rising while the load stays the same.",
 )
 python_allocated_blocks.set_function(sys.getallocatedblocks)
+c_allocator_in_use = Gauge(
+    "replayserver_c_allocator_in_use_bytes",
+    "Bytes the C allocator (glibc malloc) holds for live allocations, Python's big objects and "
+    "C libraries' alike. A leak is this rising while the load stays the same; NaN without glibc.",
+)
+c_allocator_in_use.set_function(lambda: _c_allocator("in_use"))
+c_allocator_free = Gauge(
+    "replayserver_c_allocator_free_bytes",
+    "Bytes free inside the C allocator's heaps: still mapped, mostly resident. Fragmentation is "
+    "this rising while the in-use bytes do not; NaN without glibc.",
+)
+c_allocator_free.set_function(lambda: _c_allocator("free"))
+
+
+def _c_allocator(field: str) -> float:
+    held = c_allocator()
+    return float("nan") if held is None else float(getattr(held, field))

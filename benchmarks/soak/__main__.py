@@ -26,6 +26,11 @@ def arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--plot", help="write the flat-over-time plot (SVG) here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     parser.add_argument(
+        "--one-life",
+        action="store_true",
+        help="no kill, deploy or storm: one server life, to see its memory over a long run",
+    )
+    parser.add_argument(
         "--server-option", action="append", default=[], help="one more twistd faf-replay option"
     )
     parser.add_argument(
@@ -70,7 +75,7 @@ def inside(args: argparse.Namespace) -> int:
     from tests.support.mutations import cases, draw  # noqa: PLC0415
 
     scale = Scale(args.games, args.compression, args.hostile_per_minute)
-    the_plan = plan(args.minutes, args.seed, scale)
+    the_plan = plan(args.minutes, args.seed, scale, one_life=args.one_life)
     print(report.planned(the_plan), flush=True)
     hostile = draw(cases(), len(the_plan.hostile), args.seed) if the_plan.hostile else []
     outcome: dict = {}
@@ -109,7 +114,10 @@ def refit(args: argparse.Namespace) -> int:
     report = json.loads(Path(args.refit).read_text())
     settings = report["plan"]
     the_plan = plan(
-        settings["minutes"], settings["seed"], Scale(settings["games_at_once"], settings["compression"])
+        settings["minutes"],
+        settings["seed"],
+        Scale(settings["games_at_once"], settings["compression"]),
+        one_life=settings.get("one_life", False),
     )
     samples, lumped = [], False
     for raw in report["samples"]:

@@ -94,6 +94,8 @@ class Plan:
     faults: tuple[Fault, ...]
     #: When each fuzzed case starts (seconds into the run); the cases are drawn from the seed.
     hostile: tuple[float, ...] = field(default=())
+    #: Kills, deploys and storms were left out: the run is one server life (``--one-life``).
+    one_life: bool = False
 
     @property
     def settling(self) -> float:
@@ -146,19 +148,22 @@ def mean_length(scale: Scale, samples: int = 2000) -> float:
     return sum(plan_game(rng, 0, 0, scale).length for _ in range(samples)) / samples
 
 
-def plan_faults(rng: random.Random, seconds: float) -> list[Fault]:
+def plan_faults(rng: random.Random, seconds: float, *, one_life: bool = False) -> list[Fault]:
     """Each kind at random times (at least once), loss levels throughout, and storms: a kill
     -9 while the database is down and both disks are full, the database hanging after it.
-    Restarts and storms come in the first half (:data:`RESTARTS_UNTIL`)."""
+    Restarts and storms come in the first half (:data:`RESTARTS_UNTIL`); with ``one_life``,
+    none (the games are the seed's all the same)."""
     hour_share = seconds / 3600
     first, last, restarts_last = 0.1 * seconds, 0.85 * seconds, RESTARTS_UNTIL * seconds
     faults = []
     for kind, period in PERIODS.items():
+        if one_life and kind in RESTARTS:
+            continue
         until = restarts_last if kind in RESTARTS else last
         for _ in range(max(1, round(hour_share * 60 / period))):
             low, high = DURATIONS.get(kind, (0, 0))
             faults.append(Fault(kind, rng.uniform(first, until), rng.uniform(low, high)))
-    for _ in range(max(1, round(hour_share * 60 / STORM_PERIOD))):
+    for _ in range(0 if one_life else max(1, round(hour_share * 60 / STORM_PERIOD))):
         at = rng.uniform(first, restarts_last)
         faults += [
             Fault("db-kill", at, rng.uniform(10, 30), storm=True),
@@ -173,9 +178,10 @@ def plan_faults(rng: random.Random, seconds: float) -> list[Fault]:
     return sorted(faults, key=lambda fault: fault.at)
 
 
-def plan(minutes: float, seed: int, scale: Scale = Scale()) -> Plan:
+def plan(minutes: float, seed: int, scale: Scale = Scale(), *, one_life: bool = False) -> Plan:
     """Games arriving at random (a Poisson process sized to keep ``scale.games`` running),
-    each with its players and watchers; the faults; the fuzzed cases' start times."""
+    each with its players and watchers; the faults (without kills, deploys and storms with
+    ``one_life``: a long look at one process's memory); the fuzzed cases' start times."""
     rng = random.Random(seed)
     seconds = minutes * 60
     rate = scale.games / mean_length(scale)
@@ -186,9 +192,9 @@ def plan(minutes: float, seed: int, scale: Scale = Scale()) -> Plan:
             break
         games.append(plan_game(rng, FIRST_GAME + len(games), at, scale))
     games = _one_vanishes(games, seconds)
-    faults = plan_faults(rng, seconds)
+    faults = plan_faults(rng, seconds, one_life=one_life)
     hostile = sorted(rng.uniform(0, seconds) for _ in range(round(minutes * scale.hostile_per_minute)))
-    return Plan(seconds, seed, scale, tuple(games), tuple(faults), tuple(hostile))
+    return Plan(seconds, seed, scale, tuple(games), tuple(faults), tuple(hostile), one_life)
 
 
 def _one_vanishes(games: list[GamePlan], seconds: float) -> list[GamePlan]:

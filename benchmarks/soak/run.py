@@ -82,6 +82,8 @@ class Sampler:
             "sent_mib": sum(upload.sent for upload in self.players.uploading) / 2**20,
         }
         values["heap_kblocks"] = _metric(text, "replayserver_python_allocated_blocks") / 1000
+        values["c_in_use_mib"] = _metric(text, "replayserver_c_allocator_in_use_bytes") / 2**20
+        values["c_free_mib"] = _metric(text, "replayserver_c_allocator_free_bytes") / 2**20
         lag_sum = _metric(text, "replayserver_reactor_lag_seconds_sum")
         lag_count = _metric(text, "replayserver_reactor_lag_seconds_count")
         if self._lag is not None and self._lag[0] == life and lag_count > self._lag[2]:
@@ -211,6 +213,7 @@ def _play(plan: Plan, timers: dict[str, float], faults: Faults, cases: list):
             "seed": plan.seed,
             "games_at_once": plan.scale.games,
             "compression": plan.scale.compression,
+            "one_life": plan.one_life,
             "timers": timers,
         },
         "games": len(plan.games),

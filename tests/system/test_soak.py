@@ -58,6 +58,13 @@ class Plans(SynchronousTestCase):
         others = [fault.at for fault in hour.faults if fault.kind in ("db-kill", "vault-full")]
         self.assertGreater(max(others), hour.seconds / 2)  # the other faults go on
 
+    def test_one_life_has_no_restart_and_the_seeds_games(self):
+        hour, one = plan(60, 7, Scale(200, 10)), plan(60, 7, Scale(200, 10), one_life=True)
+        self.assertEqual(one.games, hour.games)
+        kinds = {fault.kind for fault in one.faults}
+        self.assertEqual(kinds | {"blackhole"}, set(KINDS) - {"kill", "deploy"})
+        self.assertFalse(any(fault.storm for fault in one.faults))
+
     def test_games_keep_about_as_many_running_as_asked(self):
         hour = plan(60, 3, Scale(200, 10))
         middle = 1800.0
