@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from twisted.internet import reactor, task, threads
@@ -95,6 +96,16 @@ class Sampler:
             print(f"{at:6.0f} s: life {life}, {self.load[-1][2]} games running, {shown}", flush=True)
 
 
+def server_environment(environ: Mapping[str, str], password: str) -> dict[str, str]:
+    """The server's environment: this one, as the container image runs it. Without
+    ``RUST_BACKTRACE``, which a Rust toolchain sets for its user and the image does not: with it,
+    the replay parser's first panic (a hostile header, which the server survives) prints a
+    backtrace and keeps its symbol tables, some 35 MiB, for the life of the process
+    (docs/operations.md, "Errors"), a step in the memory that is the shell's, not the server's."""
+    kept = {name: value for name, value in environ.items() if name != "RUST_BACKTRACE"}
+    return {**kept, "FAF_REPLAY_DB_PASSWORD": password}
+
+
 def _metric(text: str, name: str) -> float:
     found = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M)
     return float(found.group(1)) if found else 0.0
@@ -117,7 +128,7 @@ def run(plan: Plan, workdir: Path, extra_options: list[str], cases: list) -> dic
         *(f"--{name}={value}" for name, value in timers.items()),
         *extra_options,
     ]
-    server = ReplayServer(workdir, options, {**os.environ, "FAF_REPLAY_DB_PASSWORD": database.password})
+    server = ReplayServer(workdir, options, server_environment(os.environ, database.password))
     faults = Faults(server, database, spool, vault, network, started_at=time.time())
     try:
         yield faults.start_server()
