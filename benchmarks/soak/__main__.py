@@ -38,6 +38,13 @@ def arguments(argv: list[str]) -> argparse.Namespace:
         metavar="REPORT",
         help="fit the slopes of a report (JSON) again, and plot them; runs nothing",
     )
+    parser.add_argument(
+        "--from",
+        dest="fit_from",
+        type=float,
+        metavar="SECONDS",
+        help="with --refit: fit from this second of the run on (default: its last three quarters)",
+    )
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--inside", help=argparse.SUPPRESS)  # the namespace it runs in
     args = parser.parse_args(argv)
@@ -133,11 +140,12 @@ def refit(args: argparse.Namespace) -> int:
     if lumped:
         print("(an older report: its connections, uploads and watchers together, fitted as uploads)")
     busy = flat.backlogs([(kind, began, ended) for kind, began, ended, *_ in report["fault_log"]])
-    fitted = flat.slopes(samples, the_plan.seconds, the_plan.settling, busy)
+    fitted = flat.slopes(samples, the_plan.seconds, the_plan.settling, busy, args.fit_from)
     for name, slope in fitted.items():
+        verdict = {None: "shown, not judged", True: "flat", False: "NOT FLAT"}[slope["flat"]]
         print(
             f"{name}: {slope['per_hour']} ± {slope['standard_error']} {slope['unit']} per hour"
-            f" (bound {slope['bound_per_hour']}: {'flat' if slope['flat'] else 'NOT FLAT'})"
+            f" (bound {slope['bound_per_hour']}: {verdict})"
         )
     if args.plot:
         title = f"faf-replay soak, seed {settings['seed']}, {settings['minutes']:g} min"

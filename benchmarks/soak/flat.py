@@ -171,16 +171,17 @@ def slopes(
     seconds: float,
     warm_up: float = WARM_UP,
     busy: tuple[tuple[float, float], ...] = (),
+    start: float | None = None,
 ) -> dict[str, dict]:
     """Every series' slope over the last three quarters of a run of ``seconds`` (its arrivals;
-    not the drain after them, when the load falls), each life's first ``warm_up`` seconds and
-    the ``busy`` spans left out, its bound, and whether it stays under it (a falling slope is
-    flat); and the slope with
-    the busy spans in, for the record."""
+    not the drain after them, when the load falls), or from ``start`` on, each life's first
+    ``warm_up`` seconds and the ``busy`` spans left out, its bound, and whether it stays under
+    it (a falling slope is flat); and the slope with the busy spans in, for the record."""
     out = {}
+    start = seconds / 4 if start is None else start
     for name, (unit, bound) in SERIES.items():
-        fitted = fit(samples, name, seconds / 4, seconds, warm_up=warm_up, busy=busy)
-        everything = fit(samples, name, seconds / 4, seconds, warm_up=warm_up)
+        fitted = fit(samples, name, start, seconds, warm_up=warm_up, busy=busy)
+        everything = fit(samples, name, start, seconds, warm_up=warm_up)
         slope = None if fitted is None else fitted[0]
         out[name] = {
             "per_hour": None if slope is None else round(slope, 3),

@@ -114,6 +114,14 @@ class Slopes(SynchronousTestCase):
         rising = flat.slopes(self.samples(lambda since: since / 60), 1200)
         self.assertFalse(rising["rss_mib"]["flat"])
 
+    def test_a_fit_from_a_later_second_leaves_out_what_came_before(self):
+        # One life: a step of 40 MiB at 600 s (a one-time cache), flat before and after.
+        samples = self.samples(lambda since: 40.0 * (since >= 600), lives=1, each=1800)
+        whole = flat.slopes(samples, 1800)["rss_mib"]
+        after = flat.slopes(samples, 1800, start=630)["rss_mib"]
+        self.assertFalse(whole["flat"])
+        self.assertEqual((after["per_hour"], after["flat"]), (0.0, True))
+
     def test_the_load_climbing_after_a_restart_is_no_trend(self):
         # A new life starts with no games: its connections climb, and its memory with them
         # (1 MiB per 100 connections), but at a given load it does not grow.
