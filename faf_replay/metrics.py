@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import sys
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from faf_replay.server.c_allocator import c_allocator
 
@@ -125,20 +127,35 @@ python_allocated_blocks = Gauge(
     "rising while the load stays the same.",
 )
 python_allocated_blocks.set_function(sys.getallocatedblocks)
-c_allocator_in_use = Gauge(
-    "replayserver_c_allocator_in_use_bytes",
-    "Bytes the C allocator (glibc malloc) holds for live allocations, Python's big objects and "
-    "C libraries' alike. A leak is this rising while the load stays the same; NaN without glibc.",
-)
-c_allocator_in_use.set_function(lambda: _c_allocator("in_use"))
-c_allocator_free = Gauge(
-    "replayserver_c_allocator_free_bytes",
-    "Bytes free inside the C allocator's heaps: still mapped, mostly resident. Fragmentation is "
-    "this rising while the in-use bytes do not; NaN without glibc.",
-)
-c_allocator_free.set_function(lambda: _c_allocator("free"))
 
 
-def _c_allocator(field: str) -> float:
-    held = c_allocator()
-    return float("nan") if held is None else float(getattr(held, field))
+class _CAllocatorCollector(Collector):
+    """The C allocator's bytes in use and free, both from one ``mallinfo2`` per scrape (it
+    walks the heaps' free lists)."""
+
+    _HELP = {
+        "in_use": (
+            "replayserver_c_allocator_in_use_bytes",
+            "Bytes the C allocator (glibc malloc) holds for live allocations, Python's big objects "
+            "and C libraries' alike. A leak is this rising while the load stays the same; NaN "
+            "without glibc.",
+        ),
+        "free": (
+            "replayserver_c_allocator_free_bytes",
+            "Bytes free inside the C allocator's heaps: still mapped, mostly resident. "
+            "Fragmentation is this rising while the in-use bytes do not; NaN without glibc.",
+        ),
+    }
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [GaugeMetricFamily(name, help_text) for name, help_text in self._HELP.values()]
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        held = c_allocator()
+        return [
+            GaugeMetricFamily(name, help_text, value=float("nan") if held is None else getattr(held, field))
+            for field, (name, help_text) in self._HELP.items()
+        ]
+
+
+REGISTRY.register(_CAllocatorCollector())

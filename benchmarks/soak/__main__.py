@@ -117,6 +117,7 @@ def refit(args: argparse.Namespace) -> int:
     players counted them) as uploads: an approximation, said when it is used."""
     from benchmarks.soak import flat  # noqa: PLC0415
     from benchmarks.soak.players import load_by_plan  # noqa: PLC0415
+    from benchmarks.soak.report import verdict  # noqa: PLC0415
 
     report = json.loads(Path(args.refit).read_text())
     settings = report["plan"]
@@ -142,10 +143,9 @@ def refit(args: argparse.Namespace) -> int:
     busy = flat.backlogs([(kind, began, ended) for kind, began, ended, *_ in report["fault_log"]])
     fitted = flat.slopes(samples, the_plan.seconds, the_plan.settling, busy, args.fit_from)
     for name, slope in fitted.items():
-        verdict = {None: "shown, not judged", True: "flat", False: "NOT FLAT"}[slope["flat"]]
         print(
             f"{name}: {slope['per_hour']} ± {slope['standard_error']} {slope['unit']} per hour"
-            f" (bound {slope['bound_per_hour']}: {verdict})"
+            f" {verdict(slope)}"
         )
     if args.plot:
         title = f"faf-replay soak, seed {settings['seed']}, {settings['minutes']:g} min"

@@ -33,6 +33,13 @@ def passed(outcome: dict, strict_slopes: bool) -> bool:
     return not strict_slopes or all(judged)
 
 
+def verdict(slope: dict) -> str:
+    """A fitted series' bound and verdict, as ``flat.slopes`` gives them (no bound: not judged)."""
+    if slope["flat"] is None:
+        return "(shown, not judged)"
+    return f"(bound {slope['bound_per_hour']}: {'flat' if slope['flat'] else 'NOT FLAT'})"
+
+
 def text(outcome: dict) -> str:
     faults = ", ".join(f"{kind} {count}" for kind, count in outcome["faults"].items())
     o = outcome
@@ -57,14 +64,7 @@ def text(outcome: dict) -> str:
         "slopes over the last three quarters (per hour, within lives):",
     ]
     for name, slope in outcome["slopes"].items():
-        lines.append(
-            f"  {name}: {slope['per_hour']} {slope['unit']} "
-            + (
-                "(shown, not judged)"
-                if slope["flat"] is None
-                else f"(bound {slope['bound_per_hour']}: {'flat' if slope['flat'] else 'NOT FLAT'})"
-            )
-        )
+        lines.append(f"  {name}: {slope['per_hour']} {slope['unit']} {verdict(slope)}")
     lines.append(f"problems: {outcome['problem_counts'] or 'none'}")
     lines.extend(f"  {problem}" for problem in outcome["problems"])
     return "\n".join(lines)
