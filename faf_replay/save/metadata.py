@@ -16,12 +16,16 @@ import posixpath
 from typing import TYPE_CHECKING, Any
 
 import fafreplay
+from fafreplay import commands
 
 from faf_replay.replay.replay_header import map_folder
 from faf_replay.save.best_effort import guarded
 
 if TYPE_CHECKING:
     from faf_replay.database.pool import GameRecord
+
+#: FAF's parser reading nothing but the Advance commands, desyncs included.
+_TICK_COUNTER = fafreplay.Parser(commands=[commands.Advance], save_commands=False, stop_on_desync=False)
 
 #: What FAF's client assumes when a replay does not say.
 DEFAULT_FEATURED_MOD = "faf"
@@ -136,8 +140,15 @@ def _players(parsed: Any) -> list[dict[str, str]]:
 
 def replay_ticks(body: bytes, problems: list[str] | None = None) -> int | None:
     """Advance ticks in a merged body, or None (and a line in ``problems``)
-    when FAF's parser cannot count them."""
-    ticks, why = guarded(lambda: int(fafreplay.body_ticks(body)))
+    when FAF's parser cannot count them.
+
+    Counted by the parser proper, reading only the Advance commands, not by
+    ``fafreplay.body_ticks``: that shortcut never checks a command's size, and a
+    body command whose size says 0 (``01 00 00``, which any uploader can send,
+    or a quorum merge of diverging streams can splice) keeps it on the same
+    byte for ever, holding the GIL: the whole server froze at the save
+    (docs/operations.md, "Errors")."""
+    ticks, why = guarded(lambda: int(_TICK_COUNTER.parse_body(body)["sim"]["tick"]))
     if why is not None and problems is not None:
         problems.append(f"its ticks cannot be counted ({why})")
     return ticks

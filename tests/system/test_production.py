@@ -185,6 +185,28 @@ class AsFafRunsIt(TestCase):
         self.assertEqual(self.db.replay_row(5002)[1], 1)
         self.assertEqual(list(spool.parent.iterdir()), [])
 
+    @inlineCallbacks
+    def test_a_body_command_of_no_size_is_saved_and_the_server_goes_on(self):
+        """``01 00 00`` in a body: a command whose size says 0. FAF's parser's own
+        tick counter loops on it for ever, holding the GIL: the server froze at the
+        save, unable even to stop (the soak's short run hung on a merged body with
+        one). Saved as sent, its ticks unknown; the next game saved as ever."""
+        self.db.standard_game(5003)
+        self.db.game(5004, host=self.db.login("Ana"), mod=0, map_id=None)
+        twistd = self.container()
+        yield self.started(twistd)
+        header, body = split(recording("example"))
+        hostile = header + b"\x01\x00\x00" + body
+        yield connect(self.config["server"]["port"], Uploader(5003, "a.SCFAreplay", hostile, [4096]))
+        yield until(lambda: self.db.replay_row(5003) == (None, 1), timeout=30)
+        honest = Uploader(5004, "b.SCFAreplay", recording("example"), [4096])
+        yield connect(self.config["server"]["port"], honest)
+        yield until(lambda: self.db.replay_row(5004) == (1928, 1), timeout=30)
+        twistd.process.signalProcess("TERM")
+        self.assertEqual((yield twistd.exited), 0)
+        self.assertEqual(self.saved(5003)[1], hostile)
+        self.assertIn(b"game 5003: its ticks cannot be counted", twistd.output)
+
     @staticmethod
     def spooled(folder: Path) -> list[int]:
         """Bytes of each upload the spool holds (after the uploader's name and its NUL)."""

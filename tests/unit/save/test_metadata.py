@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import fafreplay
 from twisted.trial.unittest import SynchronousTestCase
@@ -11,6 +13,7 @@ from faf_replay.save.metadata import (
     replay_ticks,
     standalone_metadata,
 )
+from tests.support.paths import REPOSITORY
 from tests.support.recordings import DATA, poisoned, recording, split
 
 SPEC_KEYS = {
@@ -92,6 +95,26 @@ class Standalone(SynchronousTestCase):
         self.assertIsNone(replay_ticks(b"\x00\x02\x00", problems))  # a command shorter than its own head
         [problem] = problems
         self.assertIn("its ticks cannot be counted (PyReplayReadError: invalid command size)", problem)
+
+    def test_a_command_of_no_size_is_refused_not_looped_on(self):
+        """``17 00 00``: a command whose size says 0. FAF's ``body_ticks`` loops on it
+        for ever holding the GIL, so the check runs in a process of its own: a
+        regression fails on the timeout instead of stopping the test run."""
+        code = (
+            "from faf_replay.save.metadata import replay_ticks; problems = [];"
+            " print(replay_ticks(bytes.fromhex(%r), problems), problems)"
+        )
+        for body in ("170000", "010000", "00070001000000170000"):  # the last after one tick
+            done = subprocess.run(
+                [sys.executable, "-c", code % body],
+                cwd=REPOSITORY,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            refused = "None ['its ticks cannot be counted (PyReplayReadError: invalid command size)']"
+            self.assertEqual(done.stdout.strip(), refused)
 
     def test_login_from_name(self):
         self.assertEqual(login_from_name("Rowan.SCFAreplay"), "Rowan")
