@@ -301,6 +301,15 @@ class Checks(SynchronousTestCase):
         self.judge(log, rows={log.plan.id: (1, 1928)})
         self.assertEqual(self.verdicts.rows_ok, 1)
 
+    def test_a_body_whose_ticks_cannot_be_counted_has_none_in_its_row(self):
+        log = game_log(["example", "example"])
+        header, body = split(recording("example"))
+        save(self.vault, log.plan.id, header + b"\x01\x00\x00" + body)  # a command whose size says 0
+        self.judge(log, rows={log.plan.id: (1, 1928)})
+        self.assertEqual(self.verdicts.kinds["row"], 1)
+        self.judge(log, rows={log.plan.id: (1, None)})
+        self.assertEqual(self.verdicts.rows_ok, 1)
+
     def test_a_watcher_gets_no_byte_the_replay_has_not(self):
         log = game_log(["example", "example"])
         _, body = split(recording("example"))
