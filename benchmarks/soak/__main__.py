@@ -141,7 +141,7 @@ def refit(args: argparse.Namespace) -> int:
     if lumped:
         print("(an older report: its connections, uploads and watchers together, fitted as uploads)")
     busy = flat.backlogs([(kind, began, ended) for kind, began, ended, *_ in report["fault_log"]])
-    fitted = flat.slopes(samples, the_plan.seconds, the_plan.settling, busy, args.fit_from)
+    fitted = flat.slopes(samples, the_plan.seconds, the_plan.settling, busy, start=args.fit_from)
     for name, slope in fitted.items():
         print(
             f"{name}: {slope['per_hour']} ± {slope['standard_error']} {slope['unit']} per hour"
