@@ -136,11 +136,14 @@ class SpoolFile:
         with self._lock:
             if self.closed or self.broken:
                 raise OSError(errno.EBADF, "the spool file takes no more writes")
-            if not self._created:
-                self._create()
-            fd = self._descriptor()
             view, done = memoryview(data), 0
             try:
+                # Inside the try: a file the disk would not create, or a descriptor
+                # not to be had, refuses the writes queued behind this one too, or
+                # the next would land where these bytes belong.
+                if not self._created:
+                    self._create()
+                fd = self._descriptor()
                 while done < len(view):
                     done += os.write(fd, view[done:])
             except OSError:

@@ -57,6 +57,28 @@ class Files(SynchronousTestCase):
         self.assertEqual(file.read(0, 11), b"header+body")
         self.assertEqual(SpoolFile.existing(path).name, "p0.SCFAreplay")
 
+    def test_a_file_the_disk_would_not_create_refuses_the_writes_behind(self):
+        """The spool's writer takes a batch of writes at once: when the first of an upload's
+        could not even create its file, the next one of the batch created it and put its
+        bytes where the first one's belong (not a prefix of the upload any more; found by
+        reading the code after the soak). Refused until the writer rewrites from the start."""
+        path = Path(self.mktemp())
+        file = SpoolFile(path, b"p0.SCFAreplay\0")
+        real_open = os.open
+
+        def full(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(os, "open", full)
+        with self.assertRaises(OSError):
+            file.write(b"header")
+        self.patch(os, "open", real_open)
+        with self.assertRaises(OSError):
+            file.write(b"+body")  # queued behind it in the same batch
+        self.assertFalse(path.exists())
+        self.assertEqual(file.rewrite_from(0, b"header+body"), 11)
+        self.assertEqual(path.read_bytes(), b"p0.SCFAreplay\0header+body")
+
     def test_at_most_the_limit_of_files_hold_a_descriptor(self):
         descriptors = Descriptors(limit=3)
         directory = Path(self.mktemp())
