@@ -145,9 +145,9 @@ def replay_ticks(body: bytes, problems: list[str] | None = None) -> int | None:
     Counted by the parser proper, reading only the Advance commands, not by
     ``fafreplay.body_ticks``: that shortcut never checks a command's size, and a
     body command whose size says 0 (``01 00 00``, which any uploader can send,
-    or a quorum merge of diverging streams can splice) keeps it on the same
-    byte for ever, holding the GIL: the whole server froze at the save
-    (docs/operations.md, "Errors")."""
+    or one bit flipped in an earlier command's size can make the count land on)
+    keeps it on the same byte for ever, holding the GIL: the whole server froze
+    at the save (docs/operations.md, "Errors")."""
     ticks, why = guarded(lambda: int(_TICK_COUNTER.parse_body(body)["sim"]["tick"]))
     if why is not None and problems is not None:
         problems.append(f"its ticks cannot be counted ({why})")

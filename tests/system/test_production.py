@@ -189,8 +189,9 @@ class AsFafRunsIt(TestCase):
     def test_a_body_command_of_no_size_is_saved_and_the_server_goes_on(self):
         """``01 00 00`` in a body: a command whose size says 0. FAF's parser's own
         tick counter loops on it for ever, holding the GIL: the server froze at the
-        save, unable even to stop (the soak's short run hung on a merged body with
-        one). Saved as sent, its ticks unknown; the next game saved as ever."""
+        save, unable even to stop (the soak's short run hung on a hostile upload's
+        body, one bit flipped in a command's size making the count land on one).
+        Saved as sent, its ticks unknown; the next game saved as ever."""
         self.db.standard_game(5003)
         self.db.game(5004, host=self.db.login("Ana"), mod=0, map_id=None)
         twistd = self.container()

@@ -99,12 +99,23 @@ class Standalone(SynchronousTestCase):
     def test_a_command_of_no_size_is_refused_not_looped_on(self):
         """``17 00 00``: a command whose size says 0. FAF's ``body_ticks`` loops on it
         for ever holding the GIL, so the check runs in a process of its own: a
-        regression fails on the timeout instead of stopping the test run."""
+        regression fails on the timeout instead of stopping the test run. The last
+        body is the one that froze the soak's server: a hostile upload of example with
+        one bit flipped in a command's size (4 to 12), which makes a count of the
+        commands lose its place and land on ``04 00 00`` eleven bytes on."""
         code = (
-            "from faf_replay.save.metadata import replay_ticks; problems = [];"
-            " print(replay_ticks(bytes.fromhex(%r), problems), problems)"
+            "from faf_replay.save.metadata import replay_ticks;"
+            " from tests.support.mutations import FlipBit;"
+            " from tests.support.recordings import recording, split;"
+            " problems = []; print(replay_ticks(%s, problems), problems)"
         )
-        for body in ("170000", "010000", "00070001000000170000"):  # the last after one tick
+        bodies = (
+            "bytes.fromhex('170000')",
+            "bytes.fromhex('010000')",
+            "bytes.fromhex('00070001000000170000')",  # after one tick
+            "split(FlipBit(33996, 3).apply(recording('example')))[1]",
+        )
+        for body in bodies:
             done = subprocess.run(
                 [sys.executable, "-c", code % body],
                 cwd=REPOSITORY,
@@ -114,7 +125,7 @@ class Standalone(SynchronousTestCase):
                 check=True,
             )
             refused = "None ['its ticks cannot be counted (PyReplayReadError: invalid command size)']"
-            self.assertEqual(done.stdout.strip(), refused)
+            self.assertEqual(done.stdout.strip(), refused, body)
 
     def test_login_from_name(self):
         self.assertEqual(login_from_name("Rowan.SCFAreplay"), "Rowan")
