@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from faf_replay.save.vault import vault_path
 from faf_replay.server.signals import ExitCleanlyOnSignal
 from tests.support.clients import Uploader, Watcher, connect
+from tests.support.logs import CapturedLogs
 from tests.support.processes import Twistd, run_twistd
 from tests.support.recordings import recording
 
@@ -150,3 +151,32 @@ class SignalHandlersInPlace(SynchronousTestCase):
         reactor.startRunning(installSignalHandlers=True)
         self.assertEqual(seen, [service._received])
         self.assertEqual(signal.getsignal(signal.SIGINT), service._received)
+
+    def test_a_signal_while_the_reactors_handlers_are_in_place_meets_ours(self):
+        """The race CI met once: SIGTERM in the moment between the reactor installing
+        its handlers and ours going back in made twistd exit by the signal. Sent here
+        from a startup trigger that runs in exactly that moment."""
+        saved = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        wakeup = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(wakeup)
+
+        def restore():
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            for number, handler in saved.items():
+                signal.signal(number, handler)
+            signal.set_wakeup_fd(wakeup)
+
+        self.addCleanup(restore)
+        logs = CapturedLogs(self)
+        reactor = SelectReactor()
+        self.addCleanup(reactor.disconnectAll)
+        reactor.addSystemEventTrigger("during", "startup", lambda: os.kill(os.getpid(), signal.SIGTERM))
+        service = ExitCleanlyOnSignal(reactor)
+        service.privilegedStartService()
+        service.startService()
+        self.assertIn(signal.SIGTERM, signal.pthread_sigmask(signal.SIG_BLOCK, []))
+        reactor.startRunning(installSignalHandlers=True)
+        self.assertNotIn(signal.SIGTERM, signal.pthread_sigmask(signal.SIG_BLOCK, []))
+        self.assertEqual(logs.lines(namespace="faf_replay.server.signals"), ["received SIGTERM: stopping"])
+        self.assertEqual([line for line in logs.lines(namespace="") if "Received SIGTERM" in line], [])
