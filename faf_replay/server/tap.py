@@ -58,7 +58,7 @@ from faf_replay.server.lag_probe import ReactorLagProbe
 from faf_replay.server.options import Options
 from faf_replay.server.process import freeze_startup_objects, raise_open_file_limit
 from faf_replay.server.services import FafReplayService
-from faf_replay.server.signals import ExitCleanlyOnSignal
+from faf_replay.server.signals import ExitCleanlyOnSignal, hold_stop_signals
 from faf_replay.server.web import web_site
 from faf_replay.settings import Settings
 from faf_replay.spool.files import default_open_files
@@ -75,6 +75,8 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
     reactor, the open-file limit raised, and twistd's signal handling made to
     exit 0 after a clean stop."""
     under_twistd = reactor is None
+    # Before any thread (Sentry's, the spool's emptier): see hold_stop_signals.
+    held = hold_stop_signals() if under_twistd else None
     settings: Settings = options.settings
     for note in options.rust.notes if options.rust is not None else ():
         log.info("{note}", note=note)
@@ -141,7 +143,7 @@ def makeService(options: Options, reactor: Any = None) -> FafReplayService:
         spool_writer=spool_writer,
         bookkeeper=bookkeeper,
         log_observer=log_observer(settings.log_format, settings.log_level),
-        signals=ExitCleanlyOnSignal(reactor) if under_twistd else None,
+        signals=ExitCleanlyOnSignal(reactor, held) if under_twistd else None,
     )
     if settings.http_port is not None:
         site = web_site(service, reactor)

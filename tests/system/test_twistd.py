@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 import fafreplay
@@ -15,7 +17,7 @@ from twisted.internet.selectreactor import SelectReactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from faf_replay.save.vault import vault_path
-from faf_replay.server.signals import ExitCleanlyOnSignal
+from faf_replay.server.signals import ExitCleanlyOnSignal, hold_stop_signals
 from tests.support.clients import Uploader, Watcher, connect
 from tests.support.logs import CapturedLogs
 from tests.support.processes import Twistd, run_twistd
@@ -168,15 +170,31 @@ class SignalHandlersInPlace(SynchronousTestCase):
             signal.set_wakeup_fd(wakeup)
 
         self.addCleanup(restore)
-        logs = CapturedLogs(self)
         reactor = SelectReactor()
         self.addCleanup(reactor.disconnectAll)
-        reactor.addSystemEventTrigger("during", "startup", lambda: os.kill(os.getpid(), signal.SIGTERM))
-        service = ExitCleanlyOnSignal(reactor)
+        logs = CapturedLogs(self)
+
+        def send() -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            # Time for a thread that does not hold it to take it, and for the main
+            # thread to run the handler in place (the reactor's): what a regression
+            # needs to show; held, it waits here whatever the time.
+            time.sleep(0.05)
+
+        reactor.addSystemEventTrigger("during", "startup", send)
+        # As makeService does: held before the server's threads start (a thread that
+        # does not block them would take the signal, and the reactor's handler run).
+        held = hold_stop_signals()
+        stop = threading.Event()
+        thread = threading.Thread(target=stop.wait)
+        thread.start()
+        self.addCleanup(thread.join)
+        self.addCleanup(stop.set)
+        service = ExitCleanlyOnSignal(reactor, held)
         service.privilegedStartService()
         service.startService()
         self.assertIn(signal.SIGTERM, signal.pthread_sigmask(signal.SIG_BLOCK, []))
         reactor.startRunning(installSignalHandlers=True)
-        self.assertNotIn(signal.SIGTERM, signal.pthread_sigmask(signal.SIG_BLOCK, []))
+        self.assertEqual(signal.pthread_sigmask(signal.SIG_BLOCK, []), mask)
         self.assertEqual(logs.lines(namespace="faf_replay.server.signals"), ["received SIGTERM: stopping"])
         self.assertEqual([line for line in logs.lines(namespace="") if "Received SIGTERM" in line], [])
