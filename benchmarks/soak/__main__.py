@@ -107,7 +107,7 @@ def inside(args: argparse.Namespace) -> int:
     if args.report:
         Path(args.report).write_text(json.dumps({**outcome, "samples": [vars(s) for s in samples]}, indent=1))
     print(json.dumps(outcome))
-    return 0 if report.passed(outcome, strict_slopes=args.minutes >= 20) else 1
+    return 0 if report.passed(outcome, strict_slopes=the_plan.judges_slopes) else 1
 
 
 def refit(args: argparse.Namespace) -> int:

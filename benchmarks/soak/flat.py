@@ -52,7 +52,7 @@ WARM_UP = 30.0
 #: fitted from the warm-up on). From 27 minutes on it moved +0.3 MiB/h. Fitted earlier, that
 #: settling reads as growth; so its slope is the one after it. The plan leaves the run's last
 #: 45 minutes to one life for this (``plan.RESTARTS_UNTIL``).
-SETTLING = {"rss_mib": 1500.0}
+SERIES_WARM_UP = {"rss_mib": 1500.0}
 #: The series, their unit, and the largest slope (per hour, at the soak's ~4,400 games an hour)
 #: still called flat. FAF saves 10^3-10^4 replays a day, so an hour here is 10 hours or more of
 #: FAF's busiest days; the bounds are what a month at 10^4 games a day (300,000 games) can
@@ -183,19 +183,19 @@ def slopes(
     busy: tuple[tuple[float, float], ...] = (),
     *,
     start: float | None = None,
-    settling: dict[str, float] | None = None,
+    series_warm_up: dict[str, float] | None = None,
 ) -> dict[str, dict]:
     """Every series' slope over the last three quarters of a run of ``seconds`` (its arrivals;
     not the drain after them, when the load falls), or from ``start`` on, each life's first
-    ``warm_up`` seconds (or its ``settling``, :data:`SETTLING` unless given, where longer) and
+    ``warm_up`` seconds (or its ``series_warm_up``, :data:`SERIES_WARM_UP` unless given, where longer) and
     the ``busy`` spans left out, its bound, and whether it stays under it (a falling slope is
     flat; no slope, for want of settled samples, is not); and the slope with the busy spans
     in, for the record."""
     out = {}
     start = seconds / 4 if start is None else start
-    settling = SETTLING if settling is None else settling
+    series_warm_up = SERIES_WARM_UP if series_warm_up is None else series_warm_up
     for name, (unit, bound) in SERIES.items():
-        skipped = max(warm_up, settling.get(name, 0.0))
+        skipped = max(warm_up, series_warm_up.get(name, 0.0))
         fitted = fit(samples, name, start, seconds, warm_up=skipped, busy=busy)
         everything = fit(samples, name, start, seconds, warm_up=skipped)
         slope = None if fitted is None else fitted[0]

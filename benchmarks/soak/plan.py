@@ -14,6 +14,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from benchmarks.soak import flat
+
 #: Game ids of the run's honest games (their rows are in the database); fuzzed ones use
 #: ``tests.support.mutations.FUZZ_IDS`` and up.
 FIRST_GAME = 1_000_000
@@ -35,9 +37,11 @@ STORM_PERIOD = 30
 #: Faults that start a new server life (and storms, which hold a kill): in the first quarter
 #: of the run only. A restart hides a leak (the new process starts empty), so the last three
 #: quarters, the slopes' window, are one life: in an hour, 45 minutes, of which the resident
-#: memory's slope needs the last 20 after its 25 of settling (``flat.SETTLING``).
+#: memory's slope needs the last 20 after its 25 of settling (``flat.SERIES_WARM_UP``).
 RESTARTS = ("kill", "deploy")
 RESTARTS_UNTIL = 0.25
+#: Seconds of a settled life the slopes need at the least to be judged (``Plan.judges_slopes``).
+FITTED_AFTER_SETTLING = 300.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,15 @@ class Plan:
         its longest game (a life starts with none of the games before it; FA does not
         reconnect). The slopes leave these out of each life (``flat.fit``)."""
         return max((game.length for game in self.games), default=0.0)
+
+    @property
+    def judges_slopes(self) -> bool:
+        """Whether its slopes are long enough to judge: its last life, which begins once
+        the restarts are over, outlives every series' settling (``flat.SERIES_WARM_UP``) by
+        :data:`FITTED_AFTER_SETTLING`. An hour does (45 minutes, 20 after the settling);
+        a run under 40 minutes does not, and its slopes are shown, not judged."""
+        last_life = self.seconds * (1.0 if self.one_life else 1.0 - RESTARTS_UNTIL)
+        return last_life >= max(flat.SERIES_WARM_UP.values()) + FITTED_AFTER_SETTLING
 
 
 def real_minutes(rng: random.Random, players: int) -> float:

@@ -68,6 +68,14 @@ class Plans(SynchronousTestCase):
         others = [fault.at for fault in hour.faults if fault.kind in ("db-kill", "vault-full")]
         self.assertGreater(max(others), hour.seconds / 2)  # the other faults go on
 
+    def test_slopes_are_judged_when_the_last_life_outlives_its_settling(self):
+        # The hour: 45 minutes after the restarts, 25 of settling, 20 fitted.
+        self.assertTrue(plan(60, 7, Scale(200, 10)).judges_slopes)
+        self.assertTrue(plan(40, 7, Scale(200, 10)).judges_slopes)
+        self.assertFalse(plan(39, 7, Scale(200, 10)).judges_slopes)
+        self.assertTrue(plan(30, 7, Scale(200, 10), one_life=True).judges_slopes)
+        self.assertFalse(plan(2, 1, Scale(40, 40)).judges_slopes)  # CI's short run
+
     def test_one_life_has_no_restart_and_the_seeds_games(self):
         hour, one = plan(60, 7, Scale(200, 10)), plan(60, 7, Scale(200, 10), one_life=True)
         self.assertEqual(one.games, hour.games)
@@ -112,22 +120,22 @@ class Slopes(SynchronousTestCase):
         # 1 MiB a minute in every life, though each restart starts low again.
         samples = self.samples(lambda since: since / 60)
         self.assertAlmostEqual(flat.slope_within_lives(samples, "rss_mib", 0), 60.0, places=6)
-        judged = flat.slopes(samples, 1200, settling={})
+        judged = flat.slopes(samples, 1200, series_warm_up={})
         self.assertFalse(judged["rss_mib"]["flat"])
 
     def test_a_falling_series_is_no_leak(self):
         # Memory given back at the same load (1 MiB a minute less): flat, as growth is what
         # the bound is about; the same rate upward is not.
-        falling = flat.slopes(self.samples(lambda since: -since / 60), 1200, settling={})
+        falling = flat.slopes(self.samples(lambda since: -since / 60), 1200, series_warm_up={})
         self.assertEqual((falling["rss_mib"]["per_hour"], falling["rss_mib"]["flat"]), (-60.0, True))
-        rising = flat.slopes(self.samples(lambda since: since / 60), 1200, settling={})
+        rising = flat.slopes(self.samples(lambda since: since / 60), 1200, series_warm_up={})
         self.assertFalse(rising["rss_mib"]["flat"])
 
     def test_a_fit_from_a_later_second_leaves_out_what_came_before(self):
         # One life: a step of 40 MiB at 600 s (a one-time cache), flat before and after.
         samples = self.samples(lambda since: 40.0 * (since >= 600), lives=1, each=1800)
-        whole = flat.slopes(samples, 1800, settling={})["rss_mib"]
-        after = flat.slopes(samples, 1800, start=630, settling={})["rss_mib"]
+        whole = flat.slopes(samples, 1800, series_warm_up={})["rss_mib"]
+        after = flat.slopes(samples, 1800, start=630, series_warm_up={})["rss_mib"]
         self.assertFalse(whole["flat"])
         self.assertEqual((after["per_hour"], after["flat"]), (0.0, True))
 
@@ -137,7 +145,7 @@ class Slopes(SynchronousTestCase):
         settles = self.samples(lambda since: 12 * min(since, 1500) / 1500, lives=1, each=2700)
         judged = flat.slopes(settles, 2700, start=0)["rss_mib"]
         self.assertEqual((judged["per_hour"], judged["flat"], judged["warm_up_seconds"]), (0.0, True, 1500))
-        self.assertFalse(flat.slopes(settles, 2700, start=0, settling={})["rss_mib"]["flat"])
+        self.assertFalse(flat.slopes(settles, 2700, start=0, series_warm_up={})["rss_mib"]["flat"])
         leaks = self.samples(lambda since: 12 * since / 1500, lives=1, each=2700)
         self.assertFalse(flat.slopes(leaks, 2700, start=0)["rss_mib"]["flat"])
         # A last life too short to settle gives no slope: not flat, not passed.
