@@ -12,7 +12,7 @@ ADVANCE = 0
 
 
 class TickCounter:
-    __slots__ = ("_pending", "fed", "ticks")
+    __slots__ = ("_pending", "_stopped", "fed", "ticks")
 
     def __init__(self) -> None:
         #: Ticks of the whole commands seen so far.
@@ -20,16 +20,20 @@ class TickCounter:
         #: Body bytes fed so far.
         self.fed = 0
         self._pending = b""
+        #: A size under three bytes was met: what follows is no command stream to count.
+        self._stopped = False
 
     def feed(self, data: bytes) -> int:
         """Take the next ``data`` of the body; the ticks so far."""
         self.fed += len(data)
+        if self._stopped:
+            return self.ticks
         buffer = self._pending + data if self._pending else data
         position, end = 0, len(buffer)
         while position + 3 <= end:
             size = buffer[position + 1] | buffer[position + 2] << 8
-            if size < 3:  # not a command: count no further
-                self._pending = b""
+            if size < 3:  # not a command: count no further, in this piece or any later
+                self._pending, self._stopped = b"", True
                 return self.ticks
             if position + size > end:
                 break

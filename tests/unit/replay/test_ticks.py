@@ -27,3 +27,12 @@ class Counting(SynchronousTestCase):
         counter = TickCounter()
         self.assertEqual(counter.feed(advance * 2 + advance[:6]), 10)
         self.assertEqual(counter.feed(advance[6:]), 15)
+
+    def test_a_size_under_three_ends_the_count_for_good(self):
+        """A command whose size says 0 (what froze FAF's own counter) or 1 or 2 is no
+        command: the pieces after it are not counted from wherever they begin."""
+        advance = bytes([0, 7, 0]) + (5).to_bytes(4, "little")
+        counter = TickCounter()
+        self.assertEqual(counter.feed(advance + bytes.fromhex("010000")), 5)
+        self.assertEqual(counter.feed(advance * 3), 5)
+        self.assertEqual(counter.fed, 7 + 3 + 21)
