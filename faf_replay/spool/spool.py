@@ -207,6 +207,14 @@ class Emptier:
         self._thread: threading.Thread | None = None
 
     def delete(self, path: Path) -> None:
+        if self._thread is not None and not self._thread.is_alive():
+            # Started before twistd forked into the background: a fork keeps only
+            # the thread that forked, and the queue would wake the dead one. What
+            # it had not deleted goes to a new queue and a new thread.
+            left, self._queue = list(self._queue.queue), queue.Queue()
+            for earlier in left:
+                self._queue.put(earlier)
+            self._thread = None
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="faf-replay-spool-trash", daemon=True)
             self._thread.start()

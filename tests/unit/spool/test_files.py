@@ -2,6 +2,7 @@
 
 import errno
 import os
+import signal
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -184,6 +185,25 @@ class Files(SynchronousTestCase):
         [found] = Spool(directory).recover()
         self.assertEqual([(u.name, u.file.read(0, 4)) for u in found.uploads], [("x", b"data")])
         self.assertNotEqual(found.started_at, 1.0)  # the folder's age instead
+
+    def test_a_fork_after_the_emptier_started_still_empties(self):
+        """twistd's daemon mode forks after makeService, where a kill's leftovers start the
+        emptier's thread: the child has no such thread, and its trash was never emptied."""
+        directory = self.mktemp()
+        spool = Spool(directory)
+        (spool.trash / "1.a").mkdir()
+        started = Spool(directory)  # the leftover starts its emptier
+        started.emptier.wait()
+        (spool.trash / "2.b").mkdir()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child's exit status is the verdict
+            signal.alarm(10)  # a trash never emptied ends the child by SIGALRM
+            started.emptier.delete(started.trash / "2.b")
+            started.emptier.wait()
+            os._exit(0)
+        _, status = os.waitpid(child, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.assertEqual(os.listdir(spool.trash), [])
 
     def test_a_new_start_empties_the_trash(self):
         directory = self.mktemp()
