@@ -13,7 +13,7 @@ log = Logger()
 _STOPS = (signal.SIGTERM, signal.SIGINT)
 
 
-def hold_stop_signals() -> set[signal.Signals]:
+def hold_stop_signals() -> set[int | signal.Signals]:
     """Block SIGTERM and SIGINT in the calling (main) thread, and so in every
     thread it starts from now on; the mask before, for :class:`ExitCleanlyOnSignal`
     to restore. Called before the server starts any thread: the kernel gives a
@@ -39,7 +39,7 @@ class ExitCleanlyOnSignal(Service):
     blocked: a signal is the main thread's to handle.
     """
 
-    def __init__(self, reactor: Any, held: set[signal.Signals] | None = None) -> None:
+    def __init__(self, reactor: Any, held: set[int | signal.Signals] | None = None) -> None:
         self._reactor = reactor
         #: The mask before the signals were held, while they are.
         self._held = held
