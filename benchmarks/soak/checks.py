@@ -17,19 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import fafreplay
-from fafreplay import commands
 
 from benchmarks.soak.faults import Done
 from benchmarks.soak.players import GameLog, WatchLog
+from faf_replay.save.metadata import replay_ticks
 from faf_replay.save.vault import vault_path
 from tests.support.mutations import agreed_body, body, header_end
 from tests.support.recordings import recording
 
 #: Seconds around a kill or a deploy within which a player's lost connection is the fault's doing.
 CUT_MARGIN = 5.0
-
-#: FAF's parser reading only the Advance commands: the oracle of a row's ticks.
-_TICK_COUNTER = fafreplay.Parser(commands=[commands.Advance], save_commands=False, stop_on_desync=False)
 
 
 @dataclass
@@ -172,7 +169,7 @@ def check_game(
             verdicts.cut_kept += 1
     if saved is not None:
         available, ticks = rows.get(game, (0, None))
-        expected = _ticks(saved_body)
+        expected = replay_ticks(saved_body)  # the server's own count (docs/benchmarks.md says so)
         if available == 1 and ticks == expected:  # both None when FAF's parser refuses the body
             verdicts.rows_ok += 1
         else:
@@ -180,15 +177,6 @@ def check_game(
                 "row", f"game {game}: replay_available {available}, ticks {ticks} (file: {expected})"
             )
     return saved_body if saved is not None else None
-
-
-def _ticks(data: bytes) -> int | None:
-    """The body's ticks as FAF's parser proper counts them (``body_ticks`` loops for
-    ever on a command whose size says 0; docs/operations.md, "Errors")."""
-    try:
-        return int(_TICK_COUNTER.parse_body(data)["sim"]["tick"])
-    except Exception:
-        return None
 
 
 def check_watcher(verdicts: Verdicts, watch: WatchLog, log: GameLog, saved_body: bytes | None) -> None:
